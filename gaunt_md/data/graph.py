@@ -1,0 +1,161 @@
+"""One structure as a graph: :class:`AtomicGraph` and :func:`atoms_to_graph`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from ase import Atoms
+
+from gaunt_md.data.neighbors import edge_vectors, neighbor_list
+from gaunt_md.errors import StructureError
+
+__all__ = ["AtomicGraph", "atoms_to_graph"]
+
+#: Largest atomic number accepted in a graph (oganesson).
+MAX_ATOMIC_NUMBER = 118
+
+
+@dataclass(frozen=True, eq=False)
+class AtomicGraph:
+    """A structure and its directed neighbour graph, as read-only numpy arrays.
+
+    Field contract (every producer and consumer relies on it):
+
+    =============== ======== ================ ====== =============================================
+    field           dtype    shape            unit   meaning
+    =============== ======== ================ ====== =============================================
+    ``numbers``     int64    [n_atoms]        --     atomic numbers Z (1..118)
+    ``positions``   float64  [n_atoms, 3]     Å      Cartesian positions (not wrapped into cell)
+    ``cell``        float64  [3, 3]           Å      rows are lattice vectors (ASE layout); rows
+                                                     of non-periodic axes are carried as given
+                                                     (may be zero) and never used by edges
+    ``pbc``         bool     [3]              --     periodicity of each cell axis
+    ``edge_index``  int64    [2, n_edges]     --     row 0 = sender j (neighbour), row 1 =
+                                                     receiver i (centre); messages flow j -> i
+    ``unit_shifts`` float64  [n_edges, 3]     --     integer-valued image shifts, zero along
+                                                     non-periodic axes
+    =============== ======== ================ ====== =============================================
+
+    The edge vector is ``r_ij = positions[j] - positions[i] + unit_shifts @ cell`` and
+    ``|r_ij| < cutoff`` for the cutoff the graph was built with. Both directions of every pair
+    are present; an atom's own periodic images are edges, the zero-shift self pair is not.
+
+    The arrays are made read-only on construction; build a new graph instead of editing one.
+    """
+
+    numbers: np.ndarray
+    positions: np.ndarray
+    cell: np.ndarray
+    pbc: np.ndarray
+    edge_index: np.ndarray
+    unit_shifts: np.ndarray
+
+    def __post_init__(self) -> None:
+        fields = {
+            "numbers": (np.int64, (None,)),
+            "positions": (np.float64, (None, 3)),
+            "cell": (np.float64, (3, 3)),
+            "pbc": (np.bool_, (3,)),
+            "edge_index": (np.int64, (2, None)),
+            "unit_shifts": (np.float64, (None, 3)),
+        }
+        for name, (dtype, shape) in fields.items():
+            value = np.array(getattr(self, name), dtype=dtype, copy=True)
+            if value.ndim != len(shape) or any(s is not None and s != v for s, v in zip(shape, value.shape)):
+                wanted = "[" + ", ".join("n" if s is None else str(s) for s in shape) + "]"
+                raise StructureError(f"AtomicGraph.{name} must have shape {wanted}, got {value.shape}")
+            value.flags.writeable = False
+            object.__setattr__(self, name, value)
+        n_atoms, n_edges = len(self.numbers), self.edge_index.shape[1]
+        if len(self.positions) != n_atoms:
+            raise StructureError(f"{len(self.positions)} positions for {n_atoms} atomic numbers")
+        if len(self.unit_shifts) != n_edges:
+            raise StructureError(f"{len(self.unit_shifts)} unit_shifts for {n_edges} edges")
+        if n_edges and (self.edge_index.min() < 0 or self.edge_index.max() >= n_atoms):
+            raise StructureError(f"edge_index holds atom indices outside 0..{n_atoms - 1}")
+
+    @property
+    def num_atoms(self) -> int:
+        return int(len(self.numbers))
+
+    @property
+    def num_edges(self) -> int:
+        return int(self.edge_index.shape[1])
+
+    def edge_vectors(self) -> np.ndarray:
+        """``r_ij`` of every edge, float64 [n_edges, 3], Å."""
+        return edge_vectors(self.positions, self.cell, self.edge_index, self.unit_shifts)
+
+
+def atoms_to_graph(atoms: Atoms, cutoff: float, *, min_distance: float | None = None) -> AtomicGraph:
+    """Build the neighbour graph of ``atoms`` with radial ``cutoff`` (Å).
+
+    Args:
+        atoms: the structure; positions, cell, pbc and atomic numbers are used (copied).
+        cutoff: cutoff radius in Å, finite and > 0.
+        min_distance: if given (Å), raise :class:`StructureError` when any two atoms,
+            periodic images included, are closer than this.
+
+    Raises:
+        StructureError: NaN/inf positions or cell, atomic numbers outside 1..118, a degenerate
+            periodic cell (see :func:`~gaunt_md.data.neighbors.neighbor_list`), or two atoms
+            closer than ``min_distance`` (the message names both atom indices, the image shift
+            and the distance).
+    """
+    if not isinstance(atoms, Atoms):
+        raise StructureError(f"atoms_to_graph needs an ase.Atoms, got {type(atoms).__name__}")
+    numbers = np.asarray(atoms.numbers, dtype=np.int64)
+    if len(numbers) and (numbers.min() < 1 or numbers.max() > MAX_ATOMIC_NUMBER):
+        bad = int(np.flatnonzero((numbers < 1) | (numbers > MAX_ATOMIC_NUMBER))[0])
+        raise StructureError(
+            f"atom {bad} has atomic number {int(numbers[bad])}; allowed are 1..{MAX_ATOMIC_NUMBER}"
+        )
+    positions = np.asarray(atoms.positions, dtype=np.float64)
+    cell = np.asarray(atoms.cell.array, dtype=np.float64)
+    pbc = np.asarray(atoms.pbc, dtype=bool)
+
+    edge_index, unit_shifts = neighbor_list(positions, cell, pbc, cutoff)
+    graph = AtomicGraph(
+        numbers=numbers,
+        positions=positions,
+        cell=cell,
+        pbc=pbc,
+        edge_index=edge_index,
+        unit_shifts=unit_shifts,
+    )
+    if min_distance is not None:
+        _check_min_distance(graph, float(cutoff), float(min_distance))
+    return graph
+
+
+def _check_min_distance(graph: AtomicGraph, cutoff: float, min_distance: float) -> None:
+    """Raise StructureError naming the closest pair if it is closer than ``min_distance``."""
+    if not min_distance >= 0.0:
+        raise StructureError(f"min_distance must be a number >= 0 (Å), got {min_distance!r}")
+    if min_distance <= cutoff:
+        edge_index, unit_shifts = graph.edge_index, graph.unit_shifts
+    else:
+        edge_index, unit_shifts = neighbor_list(graph.positions, graph.cell, graph.pbc, min_distance)
+    if edge_index.shape[1] == 0:
+        return
+    distances = np.linalg.norm(edge_vectors(graph.positions, graph.cell, edge_index, unit_shifts), axis=1)
+    closest = int(np.argmin(distances))
+    if distances[closest] >= min_distance:
+        return
+    j, i = (int(k) for k in edge_index[:, closest])
+    shift = unit_shifts[closest].astype(int)
+    if i > j:  # name the pair with the smaller index first; the reverse edge has shift -S
+        i, j, shift = j, i, -shift
+    shift_text = str(tuple(int(s) for s in shift))
+    n_close = int((distances < min_distance).sum()) // 2  # every pair appears in both directions
+    if i == j:
+        pair = f"atom {i} and its own periodic image (shift {shift_text})"
+    else:
+        pair = f"atoms {i} and {j}"
+        if shift.any():
+            pair += f" (atom {j} in periodic image {shift_text})"
+    raise StructureError(
+        f"{pair} are {distances[closest]:.4f} Å apart, closer than min_distance={min_distance} Å "
+        f"({n_close} pair(s) too close in total)"
+    )
