@@ -1,0 +1,200 @@
+"""``GauntCalculator``: the ASE face of a Gaunt potential.
+
+``atoms.calc = GauntCalculator()`` gives ``energy``/``free_energy`` (eV), ``forces`` (eV/Å),
+``energies`` (eV per atom, E0 included, summing to ``energy``) and, for fully periodic cells,
+``stress`` (Voigt ``xx, yy, zz, yz, xz, xy``, eV/Å^3, ASE sign: positive under tension).
+``calc.calculate_batch(list_of_atoms)`` evaluates many structures in few model calls.
+
+The calculator is thin: graphs come from :mod:`gaunt_md.data`, physics from
+:mod:`gaunt_md.model`; here are only device/dtype choice, input checks and unit conventions.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from ase import Atoms
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+from ase.data import chemical_symbols
+from ase.stress import full_3x3_to_voigt_6_stress
+
+from gaunt_md.data.batch import chunk, collate
+from gaunt_md.data.graph import atoms_to_graph
+from gaunt_md.errors import DeviceError, StructureError, UnknownElementError
+from gaunt_md.model.checkpoint import load_checkpoint
+from gaunt_md.model.derivatives import ForceField, edge_vectors
+from gaunt_md.potentials import resolve_model
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; refuse CUDA where there is none."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise DeviceError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda[:N]'") from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device {str(device)!r} requested but CUDA is not available here; use 'cpu' or 'auto'")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DeviceError(f"device {str(device)!r} requested but only {torch.cuda.device_count()} CUDA devices exist")
+    elif dev.type != "cpu":
+        raise DeviceError(f"unsupported device {str(device)!r}; use 'auto', 'cpu' or 'cuda[:N]'")
+    return dev
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype) and dtype in _DTYPES.values():
+        return dtype
+    if dtype in _DTYPES:
+        return _DTYPES[dtype]
+    raise DeviceError(f"unsupported dtype {dtype!r}; use 'float32' or 'float64'")
+
+
+class GauntCalculator(Calculator):
+    """ASE calculator for a Gaunt potential.
+
+    Args:
+        model: a shipped model name (see :func:`gaunt_md.available_models`), ``"default"``, or the
+            path of a checkpoint (``.safetensors``).
+        device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda[:N]"``.
+        dtype: ``"float64"`` (default; relax, phonons, EOS) or ``"float32"`` (fast MD).
+        min_distance: refuse structures with two atoms closer than this (Å); ``None`` disables.
+        max_batch_atoms, max_batch_edges: bounds on one model call in :meth:`calculate_batch`.
+    """
+
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+
+    def __init__(
+        self,
+        model: str | os.PathLike = "default",
+        device: str = "auto",
+        dtype: str = "float64",
+        *,
+        min_distance: float | None = 0.5,
+        max_batch_atoms: int = 4096,
+        max_batch_edges: int = 200_000,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype)
+        path = resolve_model(model)
+        potential, header = load_checkpoint(path, dtype=self.dtype, device=self.device)
+        self.potential = potential
+        self.forcefield = ForceField(potential)
+        self.metadata = header
+        self.cutoff = float(potential.config.cutoff)
+        self.elements = tuple(potential.config.elements)
+        self.min_distance = min_distance
+        self.max_batch_atoms = int(max_batch_atoms)
+        self.max_batch_edges = int(max_batch_edges)
+        self.parameters.update(
+            model=os.fspath(model), path=str(path), device=str(self.device),
+            dtype=str(self.dtype).replace("torch.", ""), arch="gaunt_md",
+            version=header.get("package_version"),
+        )
+        log.info("GauntCalculator: %s on %s in %s", path, self.device, self.parameters["dtype"])
+
+    # ------------------------------------------------------------------ ASE contract
+    def calculate(
+        self,
+        atoms: Atoms | None = None,
+        properties: Sequence[str] = ("energy",),
+        system_changes: Sequence[str] = all_changes,
+    ) -> None:
+        super().calculate(atoms, properties, system_changes)
+        if "stress" in properties and not self.atoms.pbc.all():
+            raise PropertyNotImplementedError(
+                "stress is only defined for fully periodic cells; this structure has pbc="
+                f"{self.atoms.pbc.tolist()}"
+            )
+        self.results = self._evaluate([self.atoms], want_stress="stress" in properties)[0]
+
+    def calculate_batch(
+        self,
+        atoms_list: Sequence[Atoms],
+        properties: Sequence[str] = ("energy", "forces", "stress"),
+        *,
+        progress: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Evaluate many structures; return one result dict per structure (same keys as ``results``).
+
+        Neighbour lists are built per structure and the graphs concatenated into batches of at
+        most ``max_batch_atoms`` atoms / ``max_batch_edges`` edges. ``stress`` is returned for
+        fully periodic structures only.
+        """
+        unknown = [p for p in properties if p not in self.implemented_properties]
+        if unknown:
+            raise PropertyNotImplementedError(f"unknown properties {unknown}; available: {self.implemented_properties}")
+        return self._evaluate(list(atoms_list), want_stress="stress" in properties, progress=progress)
+
+    # ------------------------------------------------------------------ internals
+    def check_elements(self, atoms: Atoms, index: int | None = None) -> None:
+        missing = sorted(set(atoms.numbers.tolist()) - set(self.elements))
+        if missing:
+            where = "" if index is None else f" (structure {index})"
+            raise UnknownElementError(
+                f"elements {[chemical_symbols[z] for z in missing]}{where} are not covered by this model; "
+                f"it covers {[chemical_symbols[z] for z in self.elements]}"
+            )
+
+    def _graphs(self, atoms_list: list[Atoms]):
+        graphs = []
+        for k, atoms in enumerate(atoms_list):
+            if not isinstance(atoms, Atoms):
+                raise StructureError(f"structure {k} is a {type(atoms).__name__}, not ase.Atoms")
+            if len(atoms) == 0:
+                raise StructureError(f"structure {k} has no atoms")
+            self.check_elements(atoms, k if len(atoms_list) > 1 else None)
+            graphs.append(atoms_to_graph(atoms, self.cutoff, min_distance=self.min_distance))
+        return graphs
+
+    def _evaluate(self, atoms_list: list[Atoms], *, want_stress: bool, progress: bool = False) -> list[dict[str, Any]]:
+        graphs = self._graphs(atoms_list)
+        groups = chunk(graphs, self.max_batch_atoms, self.max_batch_edges)
+        results: list[dict[str, Any]] = [{} for _ in graphs]
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(graphs), desc="evaluate", unit="struct")
+        for group in groups:
+            batch = collate([graphs[i] for i in group], dtype=torch.float64, device=self.device)
+            vectors = edge_vectors(batch.positions, batch.cell, batch.edge_index, batch.unit_shifts, batch.batch)
+            out = self.forcefield(
+                batch.numbers, batch.edge_index, vectors.to(self.dtype), batch.batch, batch.num_graphs,
+                compute_forces=True, compute_virial=want_stress,
+            )
+            ptr = batch.ptr.tolist()
+            energy = out["energy"].detach().double().cpu().numpy()
+            node_energy = out["node_energy"].detach().double().cpu().numpy()
+            forces = out["forces"].detach().double().cpu().numpy()
+            virial = out["virial"].detach().double().cpu().numpy() if want_stress else None
+            for local, i in enumerate(group):
+                a, b = ptr[local], ptr[local + 1]
+                res = {
+                    "energy": float(energy[local]),
+                    "free_energy": float(energy[local]),
+                    "energies": node_energy[a:b].copy(),
+                    "forces": forces[a:b].copy(),
+                }
+                if virial is not None and graphs[i].pbc.all():
+                    volume = abs(np.linalg.det(graphs[i].cell))
+                    res["stress"] = full_3x3_to_voigt_6_stress(-virial[local] / volume)
+                results[i] = res
+            if bar is not None:
+                bar.update(len(group))
+        if bar is not None:
+            bar.close()
+        return results

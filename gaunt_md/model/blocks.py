@@ -1,0 +1,193 @@
+r"""Building blocks of the Gaunt potential, named after the stages of gtp.md section 4.4.
+
+Features are ``[n_nodes, C, (L+1)**2]`` (channels, then flat SH index ``l*l + l + m``) with
+natural parity (0e, 1o, 2e, ...). Channels mix only inside :class:`EquivariantLinear` (one
+``C x C`` matrix per degree ``l``); the edge convolution and the product basis act channel-wise.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from gaunt_md.model.radial import Dense, RadialMLP
+from gaunt_md.so3 import GauntPowers, degree_of_index, gaunt_tensor, num_coefficients
+
+
+class EquivariantLinear(nn.Module):
+    """Per-degree channel mixing ``[N, C_in, K] -> [N, C_out, K]``, ``K = (l_max+1)**2``, no bias."""
+
+    def __init__(self, c_in: int, c_out: int, l_max: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(l_max + 1, c_in, c_out))  # [L+1, C_in, C_out]
+        self.register_buffer("degree", degree_of_index(l_max), persistent=False)  # [K]
+        self.scale = 1.0 / math.sqrt(c_in)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight.index_select(0, self.degree)  # [K, C_in, C_out]
+        return torch.einsum("nck,kcd->ndk", x, w) * self.scale
+
+
+class SpeciesLinear(nn.Module):
+    """Species-dependent per-degree linear map (MACE's skip tensor product with the one-hot)."""
+
+    def __init__(self, c_in: int, c_out: int, l_max: int, num_species: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(num_species, l_max + 1, c_in, c_out))
+        self.register_buffer("degree", degree_of_index(l_max), persistent=False)
+        self.scale = 1.0 / math.sqrt(c_in)
+        self.c_out = c_out
+
+    def forward(self, x: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        n, _, k = x.shape
+        w = self.weight.index_select(1, self.degree)  # [S, K, C_in, C_out]
+        y = torch.einsum("nck,skcd->nsdk", x, w)  # [N, S, C_out, K]
+        idx = species.view(n, 1, 1, 1).expand(n, 1, self.c_out, k)
+        return torch.gather(y, 1, idx).squeeze(1) * self.scale
+
+
+class EdgeConvolution(nn.Module):
+    r"""Message ``A_i = (1/n_avg) sum_j R_{l1 l3}(r_ij) * [h_j (x)_Gaunt Y(r_ij)]_{l3}``.
+
+    The channel-wise product of neighbour features (degree <= ``l_in``) with the edge harmonics
+    (degree <= ``l_edge``) keeps the Gaunt couplings ``G[l1 m1, l2 m2, l3 m3]`` (even
+    ``l1 + l2 + l3``; the odd paths would give 1e/2o/... irreps, which a natural-parity model
+    drops anyway). Each ``(l1, l3)`` pair gets its own learnable radial weight per channel,
+    ``R: [E, C, l_in+1, l_edge+1]`` from a radial MLP.
+
+    Because ``h_j`` has low degree, the Gaunt tensor is first contracted with the edge harmonics
+    (``T_e[a, k] = 4 pi sum_b G[a, b, k] Y_b(r_ij)``, channel-independent), then applied to the
+    channels with one batched matmul per ``l1``. ``4 pi`` makes a scalar times ``T_e`` the
+    "component"-normalised harmonics (unit variance per entry, as in MACE).
+    """
+
+    def __init__(
+        self,
+        num_channels: int,
+        l_in: int,
+        l_edge: int,
+        radial_widths: list[int],
+        avg_num_neighbors: float,
+    ) -> None:
+        super().__init__()
+        self.l_in, self.l_edge, self.c = l_in, l_edge, num_channels
+        k_in, k_edge = num_coefficients(l_in), num_coefficients(l_edge)
+        g = 4.0 * math.pi * gaunt_tensor(l_in, l_edge, l_edge)  # [K_in, K_A, K_A]
+        self.register_buffer("coupling", g.permute(1, 0, 2).reshape(k_edge, k_in * k_edge).contiguous())
+        self.register_buffer("degree_out", degree_of_index(l_edge), persistent=False)
+        self.radial = RadialMLP(list(radial_widths) + [num_channels * (l_in + 1) * (l_edge + 1)])
+        self.inv_avg_num_neighbors = 1.0 / avg_num_neighbors
+        self.k_in, self.k_edge = k_in, k_edge
+
+    def forward(
+        self,
+        h: torch.Tensor,  # [N, C, K_in]
+        edge_index: torch.Tensor,  # [2, E]  (sender j, receiver i)
+        edge_sh: torch.Tensor,  # [E, K_A] orthonormal SH of r_ij
+        edge_basis: torch.Tensor,  # [E, n_basis]
+    ) -> torch.Tensor:
+        n_edges = edge_sh.shape[0]
+        t = torch.matmul(edge_sh, self.coupling).view(n_edges, self.k_in, self.k_edge)  # [E, K_in, K_A]
+        weights = self.radial(edge_basis).view(n_edges, self.c, self.l_in + 1, self.l_edge + 1)
+        h_j = h.index_select(0, edge_index[0])  # [E, C, K_in]
+        message = torch.zeros(n_edges, self.c, self.k_edge, dtype=h.dtype, device=h.device)
+        for l1 in range(self.l_in + 1):
+            lo, hi = l1 * l1, (l1 + 1) * (l1 + 1)
+            u = torch.bmm(h_j[:, :, lo:hi], t[:, lo:hi, :])  # [E, C, K_A]
+            message = message + u * weights[:, :, l1, :].index_select(2, self.degree_out)
+        out = torch.zeros(h.shape[0], self.c, self.k_edge, dtype=h.dtype, device=h.device)
+        out = out.index_add(0, edge_index[1], message)  # [N, C, K_A]
+        return out * self.inv_avg_num_neighbors
+
+
+def _power_stds(l_in: int, nu_max: int, l_out: int, powers: GauntPowers) -> torch.Tensor:
+    """Monte-Carlo std of each (nu, l_out) output for unit-normal inputs, ``[nu, K_out]`` float64."""
+    gen = torch.Generator().manual_seed(12345)  # local generator: no global RNG state touched
+    a = torch.randn(8192, num_coefficients(l_in), generator=gen, dtype=torch.float64)
+    p = powers(a)  # [S, nu, K_out]
+    deg = degree_of_index(l_out)
+    std = torch.zeros(nu_max, l_out + 1, dtype=torch.float64)
+    for l in range(l_out + 1):
+        std[:, l] = p[:, :, deg == l].pow(2).mean(dim=(0, 2)).sqrt()
+    return std.index_select(1, deg).clamp_min(1e-6)
+
+
+class GauntProductBasis(nn.Module):
+    r"""Many-body product ``B_{c,lm} = sum_nu w[z_i, c, nu, l] Proj_{<=L_out}(a_c^nu)_{lm} / sigma_{nu,l}``.
+
+    ``a = A_i`` read as a function on the sphere per channel; all powers ``nu = 1..nu_max`` come
+    from one exact grid (:class:`~gaunt_md.so3.GauntPowers`, gtp.md 3.4). ``sigma_{nu,l}`` is the
+    output std for unit-normal inputs, estimated once at construction (gtp.md 1.4, test T10).
+    """
+
+    def __init__(self, num_channels: int, l_in: int, nu_max: int, l_out: int, num_species: int) -> None:
+        super().__init__()
+        self.powers = GauntPowers(l_in, nu_max, l_out).to(torch.float64)
+        self.register_buffer("inv_std", 1.0 / _power_stds(l_in, nu_max, l_out, self.powers))  # [nu, K_out]
+        self.weight = nn.Parameter(torch.randn(num_species, num_channels, nu_max, l_out + 1) / math.sqrt(nu_max))
+        self.register_buffer("degree", degree_of_index(l_out), persistent=False)
+
+    def forward(self, a: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        p = self.powers(a)  # [N, C, nu, K_out]
+        w = self.weight.index_select(0, species).index_select(3, self.degree)  # [N, C, nu, K_out]
+        return (p * (w * self.inv_std)).sum(dim=2)  # [N, C, K_out]
+
+
+class InteractionLayer(nn.Module):
+    """One message-passing layer: linear, Gaunt edge convolution, linear, Gaunt product basis,
+    linear, plus a species-dependent skip connection (MACE's interaction + product block)."""
+
+    def __init__(
+        self,
+        num_channels: int,
+        l_in: int,
+        l_edge: int,
+        l_out: int,
+        nu_max: int,
+        num_species: int,
+        radial_widths: list[int],
+        avg_num_neighbors: float,
+    ) -> None:
+        super().__init__()
+        self.linear_up = EquivariantLinear(num_channels, num_channels, l_in)
+        self.conv = EdgeConvolution(num_channels, l_in, l_edge, radial_widths, avg_num_neighbors)
+        self.linear_message = EquivariantLinear(num_channels, num_channels, l_edge)
+        self.product = GauntProductBasis(num_channels, l_edge, nu_max, l_out, num_species)
+        self.linear_out = EquivariantLinear(num_channels, num_channels, l_out)
+        self.k_skip = num_coefficients(min(l_in, l_out))
+        self.skip = SpeciesLinear(num_channels, num_channels, min(l_in, l_out), num_species)
+
+    def forward(
+        self,
+        h: torch.Tensor,
+        species: torch.Tensor,
+        edge_index: torch.Tensor,
+        edge_sh: torch.Tensor,
+        edge_basis: torch.Tensor,
+    ) -> torch.Tensor:
+        a = self.conv(self.linear_up(h), edge_index, edge_sh, edge_basis)  # [N, C, K_A]
+        b = self.product(self.linear_message(a), species)  # [N, C, K_out]
+        out = self.linear_out(b)
+        skip = self.skip(h[:, :, : self.k_skip], species)
+        if self.k_skip == out.shape[2]:
+            return out + skip
+        return torch.cat([out[:, :, : self.k_skip] + skip, out[:, :, self.k_skip :]], dim=2)
+
+
+class ScalarReadout(nn.Module):
+    """``[N, C, K] -> [N]`` from the scalar (l = 0) channels: linear, or a one-hidden-layer SiLU MLP."""
+
+    def __init__(self, num_channels: int, hidden: int = 0) -> None:
+        super().__init__()
+        self.first = Dense(num_channels, hidden if hidden > 0 else 1)
+        self.second = Dense(hidden, 1) if hidden > 0 else None
+        self.act_gain = 1.0 / math.sqrt(0.3557)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        x = self.first(h[:, :, 0])
+        second = self.second
+        if second is not None:
+            x = second(torch.nn.functional.silu(x) * self.act_gain)
+        return x.squeeze(-1)
