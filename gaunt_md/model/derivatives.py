@@ -27,7 +27,9 @@ from torch import nn
 class ForceField(nn.Module):
     """Wrap a potential ``(numbers, edge_index, edge_vectors) -> [N]`` into E, F, sigma (TorchScript-able).
 
-    ``forward`` returns a dict with ``node_energy [N]``, ``energy [n_graphs]`` and, when asked,
+    ``forward`` returns a dict with ``node_energy [N]`` and ``energy [n_graphs]`` (float64, E0
+    included, detached), ``interaction_energy [n_graphs]`` (model dtype, without E0,
+    differentiable: what training losses use) and, when asked,
     ``forces [N, 3]`` (eV/Å) and ``virial [n_graphs, 3, 3]`` (eV; ``stress = -virial / V``).
     ``create_graph=True`` keeps the graph for force/stress losses in training.
     """
@@ -35,6 +37,8 @@ class ForceField(nn.Module):
     def __init__(self, potential: nn.Module) -> None:
         super().__init__()
         self.potential = potential
+        # E0 stays float64 whatever the model dtype (a float32 E0 of -1029 eV is off by 1e-4 eV)
+        self.atomic_energies: List[float] = [float(e) for e in potential.config.atomic_energies]
 
     def forward(
         self,
@@ -49,14 +53,22 @@ class ForceField(nn.Module):
     ) -> Dict[str, torch.Tensor]:
         if compute_forces or compute_virial:
             edge_vectors = edge_vectors.detach().requires_grad_(True)
-        node_energy = self.potential(numbers, edge_index, edge_vectors)
-        energy = torch.zeros(num_graphs, dtype=node_energy.dtype, device=node_energy.device)
-        energy = energy.index_add(0, batch, node_energy)
-        out: Dict[str, torch.Tensor] = {"node_energy": node_energy, "energy": energy}
+        interaction = self.potential(numbers, edge_index, edge_vectors, False)  # [N], model dtype
+        e_int = torch.zeros(num_graphs, dtype=interaction.dtype, device=interaction.device)
+        e_int = e_int.index_add(0, batch, interaction)
+        e0_table = torch.tensor(self.atomic_energies, dtype=torch.float64, device=interaction.device)
+        e0 = e0_table.index_select(0, self.potential.species_index(numbers))
+        node_energy = interaction.detach().to(torch.float64) + e0
+        energy = torch.zeros(num_graphs, dtype=torch.float64, device=interaction.device).index_add(0, batch, node_energy)
+        out: Dict[str, torch.Tensor] = {
+            "interaction_energy": e_int,
+            "node_energy": node_energy,
+            "energy": energy,
+        }
         if not (compute_forces or compute_virial):
             return out
         grads: List[Optional[torch.Tensor]] = torch.autograd.grad(
-            [energy.sum()], [edge_vectors], create_graph=create_graph, allow_unused=True
+            [e_int.sum()], [edge_vectors], create_graph=create_graph, allow_unused=True
         )
         g = grads[0]
         if g is None:  # no edges at all: every derivative is zero

@@ -28,7 +28,9 @@ class GauntPotential(nn.Module):
     """Graph -> per-atom energies (eV). Build with ``GauntPotential(config)``; cast with ``.to(dtype)``.
 
     ``forward(numbers [N] int64, edge_index [2, E] int64 (sender j, receiver i),
-    edge_vectors [E, 3] Å)`` returns ``[N]`` per-atom energies including ``E0``.
+    edge_vectors [E, 3] Å)`` returns ``[N]`` per-atom energies including ``E0`` (eV);
+    ``include_e0=False`` returns the interaction part only (what :class:`ForceField` adds to a
+    float64 ``E0`` so that float32 models keep sub-meV total energies of heavy molecules).
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -71,7 +73,13 @@ class GauntPotential(nn.Module):
         """Map atomic numbers ``[N]`` to species indices (``-1`` where the model has no such element)."""
         return self.z_to_index.index_select(0, numbers)
 
-    def forward(self, numbers: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        numbers: torch.Tensor,
+        edge_index: torch.Tensor,
+        edge_vectors: torch.Tensor,
+        include_e0: bool = True,
+    ) -> torch.Tensor:
         species = self.species_index(numbers)  # [N]
         lengths = torch.linalg.norm(edge_vectors, dim=-1)  # [E]
         edge_sh = self.edge_harmonics(edge_vectors)  # [E, K_A]
@@ -81,5 +89,7 @@ class GauntPotential(nn.Module):
         for layer, readout in zip(self.layers, self.readouts):
             h = layer(h, species, edge_index, edge_sh, edge_basis)
             node_energy = node_energy + readout(h)
-        e0 = self.atomic_energies.index_select(0, species).to(node_energy.dtype)
-        return e0 + self.scale * node_energy + self.shift
+        energy = self.scale * node_energy + self.shift
+        if include_e0:
+            energy = energy + self.atomic_energies.index_select(0, species).to(energy.dtype)
+        return energy
