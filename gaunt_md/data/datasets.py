@@ -40,9 +40,9 @@ ISOLATED_CONFIG_TYPES = frozenset({"IsolatedAtom", "isolated_atom"})
 _LABELS = ("energy", "forces", "stress")
 
 
-@dataclass
+@dataclass(eq=False)
 class LabelledStructure:
-    """A structure with its reference labels.
+    """A structure with its reference labels (compared by identity: fields hold arrays).
 
     Attributes:
         atoms: the structure, without calculator and without the label keys in ``info`` /
