@@ -1,0 +1,5 @@
+import sys
+
+from gaunt_md.train.cli import main
+
+sys.exit(main())
