@@ -72,12 +72,12 @@ def describe_calculator(calc: BaseCalculator | None) -> dict[str, Any]:
         return {}
     params = dict(getattr(calc, "parameters", None) or {})
     out: dict[str, Any] = {"calculator": type(calc).__name__}
-    for key in ("model", "model_name", "device", "dtype"):
-        value = getattr(calc, key, None)
+    for key in ("model", "path", "version", "device", "dtype"):
+        value = params.get(key)
         if value is None:
-            value = params.get(key)
+            value = getattr(calc, key, None)
         if value is not None and not callable(value):
-            out[key.replace("model_name", "model")] = str(value)
+            out[key] = str(value).replace("torch.", "")
     info = getattr(calc, "model_info", None)
     if isinstance(info, Mapping):
         for key in ("name", "version", "sha256"):
@@ -170,7 +170,8 @@ class DriverResult(Mapping):
 
     def to_dict(self, *, structure: bool = False) -> dict[str, Any]:
         """JSON-serialisable dict; ``structure=True`` adds the pymatgen ``as_dict()`` form."""
-        out = {name: to_jsonable(getattr(self, name)) for name in self._names()}
+        skip = {f.name for f in dataclasses.fields(self) if not f.metadata.get("json", True)}  # type: ignore[arg-type]
+        out = {name: to_jsonable(getattr(self, name)) for name in self._names() if name not in skip}
         if structure:
             out["structure"] = self.structure.as_dict()
         return out
