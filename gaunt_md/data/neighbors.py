@@ -60,7 +60,8 @@ def neighbor_list(
         ``(edge_index, unit_shifts)``:
 
         * ``edge_index``: int64 [2, n_edges]; row 0 = sender ``j`` (neighbour), row 1 = receiver
-          ``i`` (centre). Sorted by receiver, then sender, then shift.
+          ``i`` (centre). Sorted by receiver, then sender; edges of one (i, j) pair (several
+          images) keep matscipy's (deterministic) order.
         * ``unit_shifts``: float64 [n_edges, 3], integer-valued, zero along non-periodic axes,
           such that ``r_ij = positions[j] - positions[i] + unit_shifts @ cell``.
 
@@ -86,19 +87,25 @@ def neighbor_list(
     )
     i = np.asarray(i, dtype=np.int64)
     j = np.asarray(j, dtype=np.int64)
-    shifts = np.asarray(shifts, dtype=np.int64).reshape(-1, 3)
+    unit_shifts = np.asarray(shifts, dtype=np.float64).reshape(-1, 3)
 
-    # Drop the zero-shift self pair (matscipy does not return it today; be robust anyway), and
-    # enforce the strict |r_ij| < cutoff of the contract with the very formula callers use.
-    vectors = positions[j] - positions[i] + shifts.astype(np.float64) @ cell
-    keep = np.einsum("ek,ek->e", vectors, vectors) < cutoff * cutoff
-    keep &= ~((i == j) & ~shifts.any(axis=1))
-    i, j, shifts = i[keep], j[keep], shifts[keep]
+    # Enforce the strict |r_ij| < cutoff of the contract with the very formula callers use, and
+    # drop the zero-shift self pair (matscipy returns neither today; stay robust anyway).
+    vectors = positions[j]
+    vectors -= positions[i]
+    vectors += unit_shifts @ cell
+    drop = np.einsum("ek,ek->e", vectors, vectors) >= cutoff * cutoff
+    drop |= (i == j) & ~unit_shifts.any(axis=1)
 
-    order = np.lexsort((shifts[:, 2], shifts[:, 1], shifts[:, 0], j, i))
-    edge_index = np.stack([j[order], i[order]]).astype(np.int64, copy=False)
-    unit_shifts = shifts[order].astype(np.float64)
-    return np.ascontiguousarray(edge_index), np.ascontiguousarray(unit_shifts)
+    # Receiver-major, then sender (one stable int64 sort; much cheaper than a 5-key lexsort).
+    key = i * n_atoms + j
+    order = np.argsort(key, kind="stable")
+    if drop.any():
+        order = order[~drop[order]]
+    edge_index = np.empty((2, len(order)), dtype=np.int64)
+    np.take(j, order, out=edge_index[0])
+    np.take(i, order, out=edge_index[1])
+    return edge_index, unit_shifts[order]
 
 
 def edge_vectors(
