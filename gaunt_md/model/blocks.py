@@ -26,8 +26,8 @@ class EquivariantLinear(nn.Module):
         self.scale = 1.0 / math.sqrt(c_in)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weight.index_select(0, self.degree)  # [K, C_in, C_out]
-        return torch.einsum("nck,kcd->ndk", x, w) * self.scale
+        w = self.weight.index_select(0, self.degree) * self.scale  # [K, C_in, C_out]
+        return torch.einsum("nck,kcd->ndk", x, w)
 
 
 class SpeciesLinear(nn.Module):
@@ -42,25 +42,28 @@ class SpeciesLinear(nn.Module):
 
     def forward(self, x: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         n, _, k = x.shape
-        w = self.weight.index_select(1, self.degree)  # [S, K, C_in, C_out]
+        w = self.weight.index_select(1, self.degree) * self.scale  # [S, K, C_in, C_out]
         y = torch.einsum("nck,skcd->nsdk", x, w)  # [N, S, C_out, K]
         idx = species.view(n, 1, 1, 1).expand(n, 1, self.c_out, k)
-        return torch.gather(y, 1, idx).squeeze(1) * self.scale
+        return torch.gather(y, 1, idx).squeeze(1)
 
 
 class EdgeConvolution(nn.Module):
-    r"""Message ``A_i = (1/n_avg) sum_j R_{l1 l3}(r_ij) * [h_j (x)_Gaunt Y(r_ij)]_{l3}``.
+    r"""Message ``A_i = (1/n_avg) sum_j sum_{l1} R_{l1 l3}(r_ij) [h_j^{(l1)} (x)_Gaunt Y(r_ij)]_{l3}``.
 
     The channel-wise product of neighbour features (degree <= ``l_in``) with the edge harmonics
     (degree <= ``l_edge``) keeps the Gaunt couplings ``G[l1 m1, l2 m2, l3 m3]`` (even
     ``l1 + l2 + l3``; the odd paths would give 1e/2o/... irreps, which a natural-parity model
     drops anyway). Each ``(l1, l3)`` pair gets its own learnable radial weight per channel,
-    ``R: [E, C, l_in+1, l_edge+1]`` from a radial MLP.
+    ``R: [E, C, l_edge+1, l_in+1]`` from a radial MLP.
 
-    Because ``h_j`` has low degree, the Gaunt tensor is first contracted with the edge harmonics
-    (``T_e[a, k] = 4 pi sum_b G[a, b, k] Y_b(r_ij)``, channel-independent), then applied to the
-    channels with one batched matmul per ``l1``. ``4 pi`` makes a scalar times ``T_e`` the
-    "component"-normalised harmonics (unit variance per entry, as in MACE).
+    Because ``h_j`` has low degree the Gaunt tensor is first contracted with the edge harmonics
+    into a channel-independent, block-structured matrix per edge,
+    ``T_e[(l3, a), k] = 4 pi sum_b G[a, b, k] Y_b(r_ij) [deg(k) = l3]``, ``[E, (l_edge+1) K_in, K_A]``.
+    The radial weights scale the neighbour features, ``x_e[c, (l3, a)] = R[e, c, l3, deg(a)] h_j[c, a]``,
+    and one batched matmul ``x_e @ T_e`` gives the message: a single ``[E, C, K_A]`` tensor is
+    written per layer (the edge tensors dominate memory traffic on CPU). ``4 pi`` makes a scalar
+    times ``T_e`` the "component"-normalised harmonics (unit variance per entry, as in MACE).
     """
 
     def __init__(
@@ -74,10 +77,15 @@ class EdgeConvolution(nn.Module):
         super().__init__()
         self.l_in, self.l_edge, self.c = l_in, l_edge, num_channels
         k_in, k_edge = num_coefficients(l_in), num_coefficients(l_edge)
-        g = 4.0 * math.pi * gaunt_tensor(l_in, l_edge, l_edge)  # [K_in, K_A, K_A]
-        self.register_buffer("coupling", g.permute(1, 0, 2).reshape(k_edge, k_in * k_edge).contiguous())
-        self.register_buffer("degree_out", degree_of_index(l_edge), persistent=False)
-        self.radial = RadialMLP(list(radial_widths) + [num_channels * (l_in + 1) * (l_edge + 1)])
+        g = 4.0 * math.pi * gaunt_tensor(l_in, l_edge, l_edge)  # [K_in, K_A(b), K_A(k)]
+        deg_out = degree_of_index(l_edge)
+        block = torch.zeros(k_edge, l_edge + 1, k_in, k_edge, dtype=torch.float64)  # [b, l3, a, k]
+        for l3 in range(l_edge + 1):
+            mask = (deg_out == l3).to(torch.float64)
+            block[:, l3] = g.permute(1, 0, 2) * mask
+        self.register_buffer("coupling", block.reshape(k_edge, -1).contiguous())  # [K_A, (L_A+1) K_in K_A]
+        self.register_buffer("degree_in", degree_of_index(l_in), persistent=False)
+        self.radial = RadialMLP(list(radial_widths) + [num_channels * (l_edge + 1) * (l_in + 1)])
         self.inv_avg_num_neighbors = 1.0 / avg_num_neighbors
         self.k_in, self.k_edge = k_in, k_edge
 
@@ -89,14 +97,14 @@ class EdgeConvolution(nn.Module):
         edge_basis: torch.Tensor,  # [E, n_basis]
     ) -> torch.Tensor:
         n_edges = edge_sh.shape[0]
-        t = torch.matmul(edge_sh, self.coupling).view(n_edges, self.k_in, self.k_edge)  # [E, K_in, K_A]
-        weights = self.radial(edge_basis).view(n_edges, self.c, self.l_in + 1, self.l_edge + 1)
-        h_j = h.index_select(0, edge_index[0])  # [E, C, K_in]
-        message = torch.zeros(n_edges, self.c, self.k_edge, dtype=h.dtype, device=h.device)
-        for l1 in range(self.l_in + 1):
-            lo, hi = l1 * l1, (l1 + 1) * (l1 + 1)
-            u = torch.bmm(h_j[:, :, lo:hi], t[:, lo:hi, :])  # [E, C, K_A]
-            message = message + u * weights[:, :, l1, :].index_select(2, self.degree_out)
+        rows = (self.l_edge + 1) * self.k_in
+        t = torch.matmul(edge_sh, self.coupling).view(n_edges, rows, self.k_edge)  # [E, (l3, a), K_A]
+        weights = self.radial(edge_basis).view(n_edges, self.c, self.l_edge + 1, self.l_in + 1)
+        if self.l_in > 0:
+            weights = weights.index_select(3, self.degree_in)  # [E, C, L_A+1, K_in]
+        h_j = h.index_select(0, edge_index[0]).unsqueeze(2)  # [E, C, 1, K_in]
+        x = (weights * h_j).view(n_edges, self.c, rows)  # [E, C, (l3, a)]
+        message = torch.bmm(x, t)  # [E, C, K_A]
         out = torch.zeros(h.shape[0], self.c, self.k_edge, dtype=h.dtype, device=h.device)
         out = out.index_add(0, edge_index[1], message)  # [N, C, K_A]
         return out * self.inv_avg_num_neighbors
@@ -189,5 +197,5 @@ class ScalarReadout(nn.Module):
         x = self.first(h[:, :, 0])
         second = self.second
         if second is not None:
-            x = second(torch.nn.functional.silu(x) * self.act_gain)
+            x = second(torch.nn.functional.silu(x), self.act_gain)
         return x.squeeze(-1)

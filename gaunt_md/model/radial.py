@@ -54,8 +54,9 @@ class Dense(nn.Module):
         self.weight = nn.Parameter(torch.randn(n_in, n_out))
         self.scale = 1.0 / math.sqrt(n_in)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.matmul(x, self.weight) * self.scale
+    def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
+        # scale the (small) weight, not the (large) activation: one pass less over [E, n_out]
+        return torch.matmul(x, self.weight * (self.scale * gain))
 
 
 class RadialMLP(nn.Module):
@@ -68,9 +69,9 @@ class RadialMLP(nn.Module):
         self.act_gain = 1.0 / math.sqrt(0.3557)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n = len(self.layers)
         for i, layer in enumerate(self.layers):
-            x = layer(x)
-            if i < n - 1:
-                x = torch.nn.functional.silu(x) * self.act_gain
+            # the SiLU gain of the previous layer is folded into this layer's weight
+            x = layer(x, 1.0 if i == 0 else self.act_gain)
+            if i < len(self.layers) - 1:
+                x = torch.nn.functional.silu(x)
         return x
