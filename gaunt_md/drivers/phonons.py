@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -191,8 +192,10 @@ def run_phonons(
     else:
         matrix = _supercell_matrix(2)
 
-    phonon = phonopy.Phonopy(_to_phonopy_atoms(atoms), supercell_matrix=matrix, primitive_matrix="auto",
-                             symprec=symprec, log_level=0)
+    with warnings.catch_warnings():  # phonopy warns that 'auto' differs from its v3 default: intended
+        warnings.simplefilter("ignore")
+        phonon = phonopy.Phonopy(_to_phonopy_atoms(atoms), supercell_matrix=matrix, primitive_matrix="auto",
+                                 symprec=symprec, log_level=0)
     phonon.generate_displacements(distance=displacement_A)
     displaced = [_to_ase(sc) for sc in phonon.supercells_with_displacements]
     perfect = _to_ase(phonon.supercell)
@@ -217,7 +220,8 @@ def run_phonons(
     bands = phonon.get_band_structure_dict()
     phonon.run_mesh(mesh)
     phonon.run_total_dos()
-    phonon.run_thermal_properties(t_min=t_min_K, t_max=t_max_K, t_step=t_step_K)
+    # the three Gamma acoustic modes are rigid translations: leave them out of F, S, Cv
+    phonon.run_thermal_properties(t_min=t_min_K, t_max=t_max_K, t_step=t_step_K, exclude_gamma_acoustic=True)
     tp = phonon.get_thermal_properties_dict()
     thermal = {"temperature_K": tp["temperatures"].tolist(), "free_energy_kJ_per_mol": tp["free_energy"].tolist(),
                "entropy_J_per_K_mol": tp["entropy"].tolist(), "heat_capacity_J_per_K_mol": tp["heat_capacity"].tolist()}
