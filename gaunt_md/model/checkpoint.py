@@ -117,7 +117,8 @@ def load_checkpoint(
         config = ModelConfig.from_dict(header["model_config"])
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"invalid model_config in {str(path)!r}: {exc}") from exc
-    model = GauntPotential(config)
+    with torch.random.fork_rng(devices=[]):  # the random init is overwritten: keep the caller's RNG stream
+        model = GauntPotential(config)
     try:
         tensors = load_file(str(path))
     except Exception as exc:  # noqa: BLE001
