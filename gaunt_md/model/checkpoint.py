@@ -70,6 +70,7 @@ def save_checkpoint(path: str | os.PathLike, model: GauntPotential, **metadata: 
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata={_HEADER_KEY: json.dumps(header, sort_keys=True)})
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; checkpoints are meant to be shared
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -49,6 +49,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--out", default=None, help="PNG path (default <run_dir>/training.png)")
     q.set_defaults(func=run_plot)
 
+    v = subparsers.add_parser("validate", help="metrics of a checkpoint on the validation split of a training config")
+    v.add_argument("--config", required=True, help="the training config (YAML/JSON) that defines the data and split")
+    v.add_argument("--checkpoint", required=True, help="checkpoint to evaluate (.safetensors)")
+    v.add_argument("--split", choices=("valid", "train"), default="valid")
+    v.add_argument("--json", default=None, help="also write the metrics to this JSON file")
+    v.set_defaults(func=run_validate)
+
 
 def load_config_file(path: str) -> dict[str, Any]:
     text = Path(path).read_text()
@@ -90,6 +97,18 @@ def run_plot(args: argparse.Namespace) -> int:
     from gaunt_md.train.plot import plot_training
 
     print(plot_training(args.run_dir, args.out))
+    return 0
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    from gaunt_md.train.validate import metrics_table, validate_checkpoint
+
+    config = TrainConfig.from_dict(load_config_file(args.config))
+    metrics = validate_checkpoint(args.checkpoint, config, split=args.split)
+    print(f"{args.split} split of {args.config}: {metrics['num_frames']} frames, checkpoint {args.checkpoint}")
+    print(metrics_table(metrics))
+    if args.json:
+        Path(args.json).write_text(json.dumps(metrics, indent=1, sort_keys=True))
     return 0
 
 
