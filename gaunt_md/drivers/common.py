@@ -21,6 +21,7 @@ import logging
 import os
 import platform
 import socket
+import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -213,12 +214,9 @@ def provenance(calculator: BaseCalculator | None = None) -> dict[str, Any]:
     versions: dict[str, Any] = {"gaunt_md": gaunt_md.__version__, "python": platform.python_version()}
     for dist in ("numpy", "ase", "torch", "phonopy", "pymatgen", "e3nn"):
         versions[dist] = _version(dist)
-    try:
-        import torch
-
+    torch = sys.modules.get("torch")  # only when loaded: importing torch costs seconds
+    if torch is not None:
         versions["cuda"] = torch.version.cuda
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
     out: dict[str, Any] = {"versions": versions, "host": socket.gethostname(), "platform": platform.platform()}
     out.update(describe_calculator(calculator))
     return out
