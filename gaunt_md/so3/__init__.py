@@ -2,15 +2,30 @@
 
 Knows nothing about atoms. Conventions: e3nn's real SH and order (flat index ``l*l + l + m``,
 y polar), orthonormal normalisation, features ``[..., (L+1)**2]`` per channel.
+
+=====================  ===========================================================================
+module                 contents
+=====================  ===========================================================================
+``harmonics``          orthonormal real SH in e3nn's basis
+``grid``               Gauss-Legendre x uniform grids, the exactness rule ``exact_grid_size``
+``transforms``         ``GridTransform``: synthesis / adjoint on a grid (dense or separable)
+``fused``              chunked, cache-resident products with any-order backward (eager mode)
+``gaunt``              ``GauntProduct``, ``GauntPowers`` (route B), Gaunt coefficients
+``fourier``            ``GauntProductFourier`` (route A, 2D Fourier + FFT): oracle and benchmark
+=====================  ===========================================================================
 """
 
+from gaunt_md.so3.fourier import GauntProductFourier
 from gaunt_md.so3.gaunt import GauntPowers, GauntProduct, gaunt_coefficients, gaunt_tensor
 from gaunt_md.so3.grid import SphereGrid, exact_grid_size
 from gaunt_md.so3.harmonics import degree_of_index, num_coefficients, spherical_harmonics
+from gaunt_md.so3.transforms import GridTransform
 
 __all__ = [
     "GauntPowers",
     "GauntProduct",
+    "GauntProductFourier",
+    "GridTransform",
     "SphereGrid",
     "degree_of_index",
     "exact_grid_size",

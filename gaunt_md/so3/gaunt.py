@@ -11,22 +11,26 @@ pointwise and projects the result back onto the harmonics of degree ``<= L_out``
     \qquad G = \int Y_{l_1 m_1} Y_{l_2 m_2} Y_{l_3 m_3} \, d\Omega .
 
 On a grid that is exact for degree ``D = L1 + L2 + L_out`` (:mod:`gaunt_md.so3.grid`) this is
-*exactly* the coupling by Gaunt coefficients, computed as two synthesis GEMMs, a pointwise
-product and one analysis GEMM:
+*exactly* the coupling by Gaunt coefficients, computed as two syntheses, a pointwise product and
+one quadrature analysis (:mod:`gaunt_md.so3.transforms`):
 
-==========  =====================================  ===============================
+==========  =====================================  =====================================
 symbol      meaning                                code
-==========  =====================================  ===============================
-Y(r_g)      SH at grid point g                     ``to_grid`` ``[K, G]``
-W_g Y(r_g)  quadrature weight times SH             ``from_grid`` ``[G, K_out]``
-f_x(r_g)    synthesis                              ``x @ to_grid``
-z           analysis of the pointwise product      ``(f_x * f_y) @ from_grid``
-==========  =====================================  ===============================
+==========  =====================================  =====================================
+Y(r_g)      SH at grid point g                     ``GridTransform.table`` ``[K, G]``
+w_g         quadrature weight                      ``GridTransform.weights`` ``[G]``
+f_x(r_g)    synthesis                              ``t1.synthesis(x)`` ``[B, G]``
+z           analysis of the pointwise product      ``t3.adjoint(f_x * w f_y)`` ``[B, K_out]``
+==========  =====================================  =====================================
 
-Tables are built in float64 once per module and stored as buffers, so ``.to(dtype, device)``
-moves them; the module computes in the dtype of its buffers (cast the module, not the input).
-Gaunt coefficients vanish unless ``l1 + l2 + l3`` is even: the product of natural-parity
-inputs has natural parity, and the antisymmetric couplings (cross product) are absent.
+Inputs are ``[..., K]`` (any leading shape, e.g. the model's ``[N, C, K]``), flattened to rows.
+In eager mode the rows run in cache-sized chunks with hand-written, any-order backward passes
+(:mod:`gaunt_md.so3.fused`); under ``torch.jit.script`` the same maps run as plain tensor ops.
+Tables are built in float64 once per module and stored as (non-persistent) buffers, so
+``.to(dtype, device)`` moves them; the module computes in the dtype of its buffers (cast the
+module, not the input). Gaunt coefficients vanish unless ``l1 + l2 + l3`` is even: the product of
+natural-parity inputs has natural parity, and the antisymmetric couplings (cross product) are
+absent.
 """
 
 from __future__ import annotations
@@ -37,8 +41,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from gaunt_md.so3 import fused
 from gaunt_md.so3.grid import SphereGrid, check_grid
 from gaunt_md.so3.harmonics import num_coefficients
+from gaunt_md.so3.transforms import GridTransform
+
+
+def _grid(degree: int, grid: tuple[int, int] | None, allow_inexact: bool) -> SphereGrid:
+    sphere = SphereGrid.build(*grid) if grid is not None else SphereGrid.exact(degree)
+    check_grid(sphere, degree, allow_inexact=allow_inexact)
+    return sphere
 
 
 class GauntProduct(nn.Module):
@@ -48,7 +60,13 @@ class GauntProduct(nn.Module):
         l1_max, l2_max: maximum degrees of the two inputs.
         l_out_max: maximum degree kept in the output (truncation is exact, never aliased).
         grid: optional ``(n_beta, n_alpha)`` override; a grid too small for
-            ``D = l1_max + l2_max + l_out_max`` raises unless ``allow_inexact=True`` (tests only).
+            ``D = l1_max + l2_max + l_out_max`` raises ``ValueError`` unless ``allow_inexact=True``
+            (tests only).
+        separable: force the separable (``True``) or dense (``False``) transforms; ``None`` picks
+            by size (:func:`~gaunt_md.so3.transforms.use_separable`).
+
+    ``forward(x, y)`` needs equal leading shapes. Passing the same tensor twice (``f_x^2``) shares
+    the synthesis.
     """
 
     def __init__(
@@ -59,29 +77,39 @@ class GauntProduct(nn.Module):
         *,
         grid: tuple[int, int] | None = None,
         allow_inexact: bool = False,
+        separable: bool | None = None,
     ) -> None:
         super().__init__()
+        if min(l1_max, l2_max, l_out_max) < 0:
+            raise ValueError(f"degrees must be >= 0, got {(l1_max, l2_max, l_out_max)}")
         self.l1_max, self.l2_max, self.l_out_max = l1_max, l2_max, l_out_max
-        degree = l1_max + l2_max + l_out_max
-        sphere = SphereGrid.build(*grid) if grid is not None else SphereGrid.exact(degree)
-        check_grid(sphere, degree, allow_inexact=allow_inexact)
+        sphere = _grid(l1_max + l2_max + l_out_max, grid, allow_inexact)
         self.grid_shape = (sphere.n_beta, sphere.n_alpha)
-        y = sphere.harmonics(max(l1_max, l2_max, l_out_max))
-        k1, k2, ko = (num_coefficients(l) for l in (l1_max, l2_max, l_out_max))
-        self.register_buffer("to_grid_1", torch.from_numpy(np.ascontiguousarray(y[:, :k1].T)))  # [K1, G]
-        self.register_buffer("to_grid_2", torch.from_numpy(np.ascontiguousarray(y[:, :k2].T)))  # [K2, G]
-        self.register_buffer(
-            "from_grid", torch.from_numpy(np.ascontiguousarray(sphere.weights[:, None] * y[:, :ko]))
-        )  # [G, K_out]
+        self.t1 = GridTransform(l1_max, sphere, separable=separable)
+        self.t2 = GridTransform(l2_max, sphere, separable=separable)
+        self.t3 = GridTransform(l_out_max, sphere, separable=separable)
+        self.k1, self.k2, self.k_out = (num_coefficients(l) for l in (l1_max, l2_max, l_out_max))
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        f = torch.matmul(x, self.to_grid_1) * torch.matmul(y, self.to_grid_2)  # [..., G]
-        return torch.matmul(f, self.from_grid)  # [..., K_out]
+        lead = x.shape[:-1]
+        x2, y2 = x.reshape(-1, self.k1), y.reshape(-1, self.k2)  # [B, K1], [B, K2]
+        if torch.jit.is_scripting():
+            z = self._plain(x2, y2)
+        else:
+            z = self._fused(x2, y2)
+        return z.view(list(lead) + [self.k_out])  # [..., K_out]
+
+    def _plain(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.t3.adjoint(self.t1.synthesis(x) * self.t2.synthesis(y, True))
+
+    @torch.jit.unused
+    def _fused(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return fused.gaunt_product(x, y, self.t1, self.t2, self.t3)
 
     def extra_repr(self) -> str:
         return (
             f"l1_max={self.l1_max}, l2_max={self.l2_max}, l_out_max={self.l_out_max}, "
-            f"grid={self.grid_shape[0]}x{self.grid_shape[1]}"
+            f"grid={self.grid_shape[0]}x{self.grid_shape[1]}, separable={self.t1.separable}"
         )
 
 
@@ -91,7 +119,8 @@ class GauntPowers(nn.Module):
     ``forward(a)`` with ``a: [..., (l_max+1)**2]`` returns ``[..., nu_max, (l_out_max+1)**2]``:
     row ``nu - 1`` holds :math:`\mathrm{Proj}_{\le L_{out}}(f_a^{\nu})`, for ``nu = 1..nu_max``.
     The grid is exact for ``D = nu_max * l_max + l_out_max``, so every power is exact.
-    This is the many-body (ACE/MACE product-basis) step of gtp.md section 3.4.
+    This is the many-body (ACE/MACE product-basis) step of gtp.md section 3.4. Arguments as in
+    :class:`GauntProduct`.
     """
 
     def __init__(
@@ -102,33 +131,48 @@ class GauntPowers(nn.Module):
         *,
         grid: tuple[int, int] | None = None,
         allow_inexact: bool = False,
+        separable: bool | None = None,
     ) -> None:
         super().__init__()
         if nu_max < 1:
             raise ValueError(f"nu_max must be >= 1, got {nu_max}")
+        if min(l_max, l_out_max) < 0:
+            raise ValueError(f"degrees must be >= 0, got l_max={l_max}, l_out_max={l_out_max}")
         self.l_max, self.nu_max, self.l_out_max = l_max, nu_max, l_out_max
-        degree = nu_max * l_max + l_out_max
-        sphere = SphereGrid.build(*grid) if grid is not None else SphereGrid.exact(degree)
-        check_grid(sphere, degree, allow_inexact=allow_inexact)
+        sphere = _grid(nu_max * l_max + l_out_max, grid, allow_inexact)
         self.grid_shape = (sphere.n_beta, sphere.n_alpha)
-        y = sphere.harmonics(max(l_max, l_out_max))
-        k, ko = num_coefficients(l_max), num_coefficients(l_out_max)
-        self.register_buffer("to_grid", torch.from_numpy(np.ascontiguousarray(y[:, :k].T)))  # [K, G]
-        self.register_buffer(
-            "from_grid", torch.from_numpy(np.ascontiguousarray(sphere.weights[:, None] * y[:, :ko]))
-        )  # [G, K_out]
+        self.t = GridTransform(l_max, sphere, separable=separable)
+        self.t_out = GridTransform(l_out_max, sphere, separable=separable)
+        self.k, self.k_out = num_coefficients(l_max), num_coefficients(l_out_max)
 
     def forward(self, a: torch.Tensor) -> torch.Tensor:
-        f = torch.matmul(a, self.to_grid)  # [..., G]
-        powers = [f]
+        lead = a.shape[:-1]
+        a2 = a.reshape(-1, self.k)  # [B, K]
+        if torch.jit.is_scripting():
+            z = self._plain(a2)
+        else:
+            z = self._fused(a2)
+        return z.view(list(lead) + [self.nu_max, self.k_out])  # [..., nu, K_out]
+
+    def _plain(self, a: torch.Tensor) -> torch.Tensor:
+        f = self.t.synthesis(a)  # [B, G]
+        p = f * self.t.weights
+        powers = [p]
         for _ in range(self.nu_max - 1):
-            powers.append(powers[-1] * f)
-        return torch.matmul(torch.stack(powers, dim=-2), self.from_grid)  # [..., nu, K_out]
+            p = p * f
+            powers.append(p)
+        g = self.t.n_beta * self.t.n_alpha
+        z = self.t_out.adjoint(torch.stack(powers, dim=1).reshape(-1, g))  # [B nu, K_out]
+        return z.view(a.shape[0], self.nu_max, self.k_out)
+
+    @torch.jit.unused
+    def _fused(self, a: torch.Tensor) -> torch.Tensor:
+        return fused.gaunt_powers(a, self.t, self.t_out, self.nu_max)
 
     def extra_repr(self) -> str:
         return (
             f"l_max={self.l_max}, nu_max={self.nu_max}, l_out_max={self.l_out_max}, "
-            f"grid={self.grid_shape[0]}x{self.grid_shape[1]}"
+            f"grid={self.grid_shape[0]}x{self.grid_shape[1]}, separable={self.t.separable}"
         )
 
 
