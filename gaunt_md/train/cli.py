@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gaunt_md.train.trainer import TrainConfig
+from gaunt_md.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,8 @@ import torch
 
 from gaunt_md.model.checkpoint import load_checkpoint
 from gaunt_md.model.derivatives import ForceField
-from gaunt_md.train.trainer import TrainConfig, load_frames, make_samples, split_groups, validation_metrics
+from gaunt_md.train.config import TrainConfig
+from gaunt_md.train.steps import load_frames, make_samples, split_groups, validation_metrics
 
 
 def validate_checkpoint(checkpoint: str, config: TrainConfig, *, split: str = "valid", dtype: torch.dtype = torch.float64) -> dict[str, Any]:
