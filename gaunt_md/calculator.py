@@ -119,7 +119,10 @@ class GauntCalculator(Calculator):
                 "stress is only defined for fully periodic cells; this structure has pbc="
                 f"{self.atoms.pbc.tolist()}"
             )
-        self.results = self._evaluate([self.atoms], want_stress="stress" in properties)[0]
+        # periodic cells get the stress in the same pass (a few % of a call): cell filters and NPT
+        # ask for forces and then stress, which would otherwise cost a second model call per step
+        want_stress = "stress" in properties or bool(self.atoms.pbc.all())
+        self.results = self._evaluate([self.atoms], want_stress=want_stress)[0]
 
     def calculate_batch(
         self,
