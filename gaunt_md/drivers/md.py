@@ -136,12 +136,15 @@ def _set_target_temperature(dyn: Any, temperature_K: float) -> None:
 
 
 def _init_velocities(atoms: Atoms, temperature_K: float, rng: np.random.Generator) -> None:
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
+    from ase.md import velocitydistribution as vd
 
-    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng, force_temp=True)
-    Stationary(atoms)
+    if hasattr(vd, "thermalize_momenta"):  # ASE >= 3.29
+        vd.thermalize_momenta(atoms, temperature_K, exact_temperature=True, rng=rng)
+    else:
+        vd.MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng, force_temp=True)
+    vd.Stationary(atoms)
     if not atoms.pbc.any():
-        ZeroRotation(atoms)
+        vd.ZeroRotation(atoms)
 
 
 def run_md(
