@@ -114,6 +114,14 @@ def evaluate_forces(calculator: BaseCalculator, structures: list[Atoms], *, prog
     return out
 
 
+def _result(phonon, name: str, keys: tuple[str, ...]) -> dict[str, Any]:
+    """``{key: value}`` from phonopy's result object (phonopy >= 3) or its older ``get_*_dict()``."""
+    obj = getattr(phonon, name)
+    if all(hasattr(obj, k) for k in keys):
+        return {k: getattr(obj, k) for k in keys}
+    return getattr(phonon, f"get_{name}_dict")()
+
+
 def frequencies_at(phonon, qpoints) -> np.ndarray:
     """Frequencies (THz) ``[n_q, n_bands]`` at reduced ``qpoints`` of the primitive cell."""
     return np.asarray(phonon.run_qpoints(np.atleast_2d(qpoints)).frequencies)
@@ -217,21 +225,22 @@ def run_phonons(
     band_file = out_dir / "band.yaml" if out_dir is not None else None
     phonon.auto_band_structure(npoints=band_npoints, write_yaml=band_file is not None,
                                filename=band_file or "band.yaml")
-    bands = phonon.get_band_structure_dict()
-    phonon.run_mesh(mesh)
+    bands = _result(phonon, "band_structure", ("qpoints", "frequencies"))
+    phonon.run_mesh(mesh, is_gamma_center=True)
     phonon.run_total_dos()
     # the three Gamma acoustic modes are rigid translations: leave them out of F, S, Cv
     phonon.run_thermal_properties(t_min=t_min_K, t_max=t_max_K, t_step=t_step_K, exclude_gamma_acoustic=True)
-    tp = phonon.get_thermal_properties_dict()
-    thermal = {"temperature_K": tp["temperatures"].tolist(), "free_energy_kJ_per_mol": tp["free_energy"].tolist(),
-               "entropy_J_per_K_mol": tp["entropy"].tolist(), "heat_capacity_J_per_K_mol": tp["heat_capacity"].tolist()}
+    tp = _result(phonon, "thermal_properties", ("temperatures", "free_energy", "entropy", "heat_capacity"))
+    thermal = {name: np.asarray(tp[key], dtype=float).tolist() for name, key in (
+        ("temperature_K", "temperatures"), ("free_energy_kJ_per_mol", "free_energy"),
+        ("entropy_J_per_K_mol", "entropy"), ("heat_capacity_J_per_K_mol", "heat_capacity"))}
 
     imaginary = []
     for qpts, freqs in zip(bands["qpoints"], bands["frequencies"]):
         for q, f in zip(qpts, freqs):
             if f.min() < -imaginary_tol_THz:
                 imaginary.append({"q": np.round(q, 6).tolist(), "frequency_THz": float(f.min())})
-    mesh_freqs = phonon.get_mesh_dict()["frequencies"]
+    mesh_freqs = np.asarray(_result(phonon, "mesh", ("frequencies",))["frequencies"])
     min_freq = float(min(min(f.min() for f in bands["frequencies"]), mesh_freqs.min()))
     if imaginary:
         log.warning("%d band q-points have imaginary modes (lowest %.3f THz)", len(imaginary), min_freq)
