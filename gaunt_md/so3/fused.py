@@ -17,8 +17,9 @@ The Gaunt product is one instance of the trilinear form
     \bar b = \big((a Y_a) \odot w (\bar z Y_c)\big) Y_b^T,
 
 so :class:`_Trilinear`'s backward calls itself and every derivative order stays chunked.
-Powers ``Proj(f^nu)`` use :class:`_Powers` (chunked forward and gradient) and fall back to
-recomputation with autograd for second derivatives (:class:`_PowersGrad`).
+Powers ``Proj(f^nu)`` use :class:`_Powers` (chunked forward), :class:`_PowersGrad` (chunked
+gradient) and explicit second derivatives (chunked without a graph, plain differentiable ops
+when a further derivative is requested).
 
 TorchScript cannot compile ``autograd.Function``; the modules in :mod:`gaunt_md.so3.gaunt` run the
 plain tensor-op path when scripted (same numbers, more memory).
@@ -30,13 +31,14 @@ import torch
 
 from gaunt_md.so3.transforms import GridTransform
 
-#: bytes of one ``[rows, G]`` grid buffer per chunk; chunks this size stay in L2/L3 cache.
-CHUNK_BYTES = 1 << 20
+#: bytes of all ``[rows, G]`` grid buffers of one chunk together: small enough to stay in cache,
+#: large enough that the per-chunk op overhead stays small (tuned with benchmarks/tensor_product.py).
+CHUNK_BYTES = 2 << 20
 
 
 def chunk_rows(grid_size: int, itemsize: int, fields: int = 1) -> int:
-    """Rows per chunk so that ``fields`` grid buffers of ``grid_size`` values fit ``CHUNK_BYTES`` each."""
-    rows = CHUNK_BYTES // max(1, grid_size * itemsize * max(1, fields // 2))
+    """Rows per chunk so that ``fields`` grid buffers ``[rows, grid_size]`` fit in ``CHUNK_BYTES``."""
+    rows = CHUNK_BYTES // max(1, grid_size * itemsize * fields)
     return max(64, rows - rows % 16)
 
 
@@ -70,7 +72,7 @@ def trilinear_forward(a: torch.Tensor, b: torch.Tensor, ta: GridTransform, tb: G
     n, g = a.shape[0], ta.grid_size
     same = _same(a, b, ta, tb)
     out = torch.empty(n, tc.num_coefficients, dtype=a.dtype, device=a.device)
-    rows = min(n, chunk_rows(g, a.element_size(), 2))
+    rows = max(1, min(n, chunk_rows(g, a.element_size(), 2)))
     buf_a = torch.empty(rows, g, dtype=a.dtype, device=a.device)
     buf_b = torch.empty(rows, g, dtype=a.dtype, device=a.device)
     for i in range(0, n, rows):
@@ -131,12 +133,38 @@ def powers_grad_plain(a: torch.Tensor, gz: torch.Tensor, t: GridTransform, to: G
     return t.adjoint(acc)
 
 
+def powers_grad_grad_plain(
+    a: torch.Tensor, gz: torch.Tensor, gamma: torch.Tensor, t: GridTransform, to: GridTransform, nu_max: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Partial derivatives of :math:`\langle \gamma, g_a\rangle` (``g_a = powers_grad_plain``) with
+    respect to ``a`` and ``gz``, with ``r = S gamma``:
+
+    ``d/da = S^T[r * sum_nu nu (nu-1) f^(nu-2) q_nu]``, ``d/dgz_nu = Y_o^T[w * nu f^(nu-1) r]``.
+    """
+    b, g = a.shape[0], t.grid_size
+    f = t.synthesis(a)  # [B, G]
+    r = t.synthesis(gamma)  # [B, G]
+    p = r * t.weights  # nu f^(nu-1) r w, nu = 1
+    terms = [p]
+    for nu in range(2, nu_max + 1):
+        p = p * f
+        terms.append(p * float(nu))
+    dgz = to.adjoint(torch.stack(terms, dim=1).reshape(b * nu_max, g)).view(gz.shape)
+    if nu_max < 2:
+        return torch.zeros_like(a), dgz
+    q = to.synthesis(gz.reshape(b * nu_max, -1), True).view(b, nu_max, g)  # w * (gz Y_o)
+    acc = q[:, nu_max - 1] * float(nu_max * (nu_max - 1))
+    for nu in range(nu_max - 1, 1, -1):
+        acc = acc * f + q[:, nu - 1] * float(nu * (nu - 1))
+    return t.adjoint(acc * r), dgz
+
+
 @torch.no_grad()
 def _powers_forward(a: torch.Tensor, t: GridTransform, to: GridTransform, nu_max: int) -> torch.Tensor:
     n, g = a.shape[0], t.grid_size
     k_out = to.num_coefficients
     out = torch.empty(n, nu_max, k_out, dtype=a.dtype, device=a.device)
-    rows = min(n, chunk_rows(g, a.element_size(), nu_max + 1))
+    rows = max(1, min(n, chunk_rows(g, a.element_size(), nu_max + 1)))
     buf_f = torch.empty(rows, g, dtype=a.dtype, device=a.device)
     buf_p = torch.empty(rows, nu_max, g, dtype=a.dtype, device=a.device)
     for i in range(0, n, rows):
@@ -154,7 +182,7 @@ def _powers_forward(a: torch.Tensor, t: GridTransform, to: GridTransform, nu_max
 def _powers_grad(a: torch.Tensor, gz: torch.Tensor, t: GridTransform, to: GridTransform, nu_max: int) -> torch.Tensor:
     n, g = a.shape[0], t.grid_size
     out = torch.empty_like(a)
-    rows = min(n, chunk_rows(g, a.element_size(), nu_max + 2))
+    rows = max(1, min(n, chunk_rows(g, a.element_size(), nu_max + 2)))
     buf_f = torch.empty(rows, g, dtype=a.dtype, device=a.device)
     buf_q = torch.empty(rows * nu_max, g, dtype=a.dtype, device=a.device)
     buf_acc = torch.empty(rows, g, dtype=a.dtype, device=a.device)
@@ -186,8 +214,8 @@ class _Powers(torch.autograd.Function):
 
 
 class _PowersGrad(torch.autograd.Function):
-    """Gradient of the powers; its own backward recomputes with autograd (chunked unless
-    a further graph is requested)."""
+    """Gradient of the powers, ``ga = d/da <gz, powers(a)>``; its backward uses the explicit second
+    derivatives (:func:`powers_grad_grad_plain`): chunked without a graph, plain ops with one."""
 
     @staticmethod
     def forward(ctx, a, gz, t, to, nu_max):  # type: ignore[override]
@@ -199,23 +227,15 @@ class _PowersGrad(torch.autograd.Function):
     def backward(ctx, grad):  # type: ignore[override]
         a, gz = ctx.saved_tensors
         t, to, nu_max = ctx.maps
-        create_graph = torch.is_grad_enabled()
-        if create_graph:
-            with torch.enable_grad():
-                a_ = a if a.requires_grad else a.detach().requires_grad_()
-                gz_ = gz if gz.requires_grad else gz.detach().requires_grad_()
-                ga = powers_grad_plain(a_, gz_, t, to, nu_max)
-                da, dgz = torch.autograd.grad(ga, (a_, gz_), grad, create_graph=True)
+        grad = grad.contiguous()
+        if torch.is_grad_enabled():  # create_graph: differentiable plain ops, any order
+            da, dgz = powers_grad_grad_plain(a, gz, grad, t, to, nu_max)
             return da, dgz, None, None, None
         da, dgz = torch.empty_like(a), torch.empty_like(gz)
-        rows = min(a.shape[0], chunk_rows(t.grid_size, a.element_size(), 2 * nu_max + 2))
+        rows = max(1, min(a.shape[0], chunk_rows(t.grid_size, a.element_size(), 2 * nu_max + 3)))
         for i in range(0, a.shape[0], rows):
             j = min(a.shape[0], i + rows)
-            with torch.enable_grad():
-                a_ = a[i:j].detach().requires_grad_()
-                gz_ = gz[i:j].detach().requires_grad_()
-                ga = powers_grad_plain(a_, gz_, t, to, nu_max)
-                da[i:j], dgz[i:j] = torch.autograd.grad(ga, (a_, gz_), grad[i:j])
+            da[i:j], dgz[i:j] = powers_grad_grad_plain(a[i:j], gz[i:j], grad[i:j], t, to, nu_max)
         return da, dgz, None, None, None
 
 
