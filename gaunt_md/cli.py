@@ -61,6 +61,8 @@ def _common(p: argparse.ArgumentParser, command: str) -> None:
     p.add_argument("--calc-kwargs", default=None, help="extra calculator keywords as YAML, e.g. \"{min_distance: 0.3}\"")
     p.add_argument("--file-prefix", default=None, help="prefix of every output file (default gaunt_results/<structure name>)")
     p.add_argument("--config", default=None, help="YAML file whose keys are flag names; command-line flags override it")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice; 1 is fastest on a busy or small machine)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no result printout")
     p.add_argument("--log", default=None, help="log file (default {file-prefix}-%s.log)" % command)
 
@@ -74,6 +76,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
 
     p = subs["relax"] = sub.add_parser("relax", help="geometry optimisation (positions, cell lengths or full cell)")
     _common(p, "relax")
+    p.add_argument("--supercell-repeat", default=None, help='repeat the input cell first: "N" or "a b c"')
     p.add_argument("--optimizer", default="FIRE", help="FIRE, LBFGS, BFGS, BFGSLineSearch or MDMin")
     p.add_argument("--fmax", type=float, default=0.05, help="force threshold, eV/Å")
     p.add_argument("--steps", type=int, default=1000, help="maximum optimiser steps")
@@ -88,6 +91,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
 
     p = subs["md"] = sub.add_parser("md", help="molecular dynamics (NVE, NVT, NPT)")
     _common(p, "md")
+    p.add_argument("--supercell-repeat", default=None, help='repeat the input cell first: "N" or "a b c"')
     p.add_argument("--ensemble", default="nvt",
                    help="nve, nvt (Langevin), nvt-csvr (Bussi), nvt-nh (Nosé-Hoover chain), npt (MTK), "
                         "npt-mtk (MTK, flexible cell), npt-berendsen")
@@ -307,10 +311,19 @@ def _run_structure_command(args: argparse.Namespace, argv: list[str]) -> int:
     path, atoms = (args.structure or args.struct, None) if cmd == "eval" else _structure(args)
     if cmd == "eval" and not path:
         raise CLIError("`gaunt-md eval` needs a dataset file (positional or --struct)")
+    if getattr(args, "supercell_repeat", None) is not None:
+        reps = _ints(args.supercell_repeat, "supercell-repeat", (1, 3))
+        atoms = atoms * (reps * 3 if len(reps) == 1 else reps)
     prefix = args.file_prefix or str(Path("gaunt_results") / Path(path).stem)
     log_path = Path(args.log or f"{prefix}-{cmd}.log")
     _setup_logging(log_path, args.quiet)
     log.info("gaunt-md %s", shlex.join(argv))
+    if args.threads is not None:
+        if args.threads < 1:
+            raise CLIError(f"--threads must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)  # this CLI process only
     calc = _calculator(args)
     progress = not args.quiet
 
@@ -378,12 +391,13 @@ def _run_models(args: argparse.Namespace) -> int:
         print("no shipped potentials found (set GAUNT_MD_POTENTIALS or pass --model PATH)")
         return 0
     for info in infos:
-        metrics = ", ".join(f"{k} {v:.3g}" if isinstance(v, (int, float)) else f"{k} {v}"
-                            for k, v in (info.get("metrics") or {}).items())
+        all_metrics = info.get("metrics") or {}
+        shown = {k: v for k, v in all_metrics.items() if k.startswith("all/") or "/" not in k} or all_metrics
+        metrics = ", ".join(f"{k} {v:.3g}" if isinstance(v, (int, float)) else f"{k} {v}" for k, v in shown.items())
         print(f"{info['name']}: {info.get('description') or ''}")
         print(f"  elements: {' '.join(map(str, info.get('elements') or []))}; cutoff {info.get('cutoff')} Å")
         if metrics:
-            print(f"  metrics: {metrics}")
+            print(f"  metrics (energy meV/atom, forces meV/Å, stress GPa): {metrics}")
         if info.get("card"):
             print(f"  card: {info['card']}")
     return 0

@@ -135,6 +135,12 @@ def test_models(capsys):
     assert isinstance(infos, list) and all("elements" in i for i in infos)
 
 
+def test_supercell_repeat_and_threads(work, model_args):
+    assert main(["md", "Si8.xyz", *model_args, "--supercell-repeat", "2 1 1", "--steps", "2", "--threads", "1",
+                 "--quiet", "--file-prefix", "rep/si"]) == 0
+    assert len(ase.io.read("rep/si-final.extxyz")) == 16
+
+
 def test_config_file_and_override(work, model_args):
     Path("cfg.yml").write_text("steps: 4\ntraj-every: 2\nstats_every: 2\nseed: 9\nfile-prefix: cfg/si\n"
                                "ensemble: nve\nquiet: true\n")
