@@ -191,7 +191,8 @@ def run_md(
         Compressibility estimate for Berendsen NPT only.
     seed
         Seed of the ``numpy`` generator for velocities and stochastic thermostats; ``None`` draws
-        one from the OS, which is logged, returned and written to the summary.
+        one from the OS (or, on restart, takes the recorded one), which is logged, returned and
+        written to the summary.
     keep_velocities
         Use the momenta stored in the structure instead of drawing new ones.
     file_prefix
@@ -224,10 +225,6 @@ def run_md(
             raise GauntError(f"{name} must be a whole number >= 0, got {value!r}")
     if restart and file_prefix is None:
         raise GauntError("restart=True needs a file_prefix to find the restart files")
-    if seed is None:
-        seed = int(np.random.SeedSequence().entropy % (2**63))
-        log.info("no seed given; using seed %d", seed)
-    rng = np.random.default_rng(seed)
     atoms = prepare_atoms(structure, calculator, dtype=dtype)
     prefix = os.fspath(file_prefix) if file_prefix is not None else None
 
@@ -239,6 +236,8 @@ def run_md(
             res_atoms, state = mf.read_restart(res_path)
             if len(res_atoms) != len(atoms) or (res_atoms.numbers != atoms.numbers).any():
                 raise GauntError(f"restart file {os.fspath(res_path)!r} holds a different structure")
+            if seed is None:  # a restart continues the recorded random stream
+                seed = state.get("seed")
             if state.get("ensemble") != ensemble or state.get("seed") != seed:
                 raise GauntError(
                     f"restart file {os.fspath(res_path)!r} was written with ensemble "
@@ -246,11 +245,16 @@ def run_md(
             atoms.set_cell(res_atoms.cell, scale_atoms=False)
             atoms.set_positions(res_atoms.positions)
             atoms.set_momenta(res_atoms.get_momenta())
-            rng.bit_generator.state = state["rng"]
             start_step = res_step
             log.info("restarting from %s (step %d)", res_path, res_step)
         else:
             log.info("restart requested but no restart file for %s; starting fresh", prefix)
+    if seed is None:
+        seed = int(np.random.SeedSequence().entropy % (2**63))
+        log.info("no seed given; using seed %d", seed)
+    rng = np.random.default_rng(seed)
+    if state is not None:
+        rng.bit_generator.state = state["rng"]
     if state is None and not keep_velocities:
         _init_velocities(atoms, temperature_K, rng)
 

@@ -80,3 +80,10 @@ def test_restart_refuses_other_seed(emt_cu, tmp_path):
     run_md(emt_cu.cubic(), EMT(), file_prefix=tmp_path / "s", **dict(KW, steps=20))
     with pytest.raises(GauntError, match="seed"):
         run_md(emt_cu.cubic(), EMT(), file_prefix=tmp_path / "s", restart=True, **dict(KW, steps=40, seed=8))
+
+
+def test_restart_without_seed_takes_the_recorded_one(emt_cu, tmp_path):
+    kw = dict(KW, seed=None)
+    first = run_md(emt_cu.cubic(), EMT(), file_prefix=tmp_path / "n", **dict(kw, steps=20))
+    res = run_md(emt_cu.cubic(), EMT(), file_prefix=tmp_path / "n", restart=True, **dict(kw, steps=40))
+    assert res.start_step == 20 and res.seed == first.seed
