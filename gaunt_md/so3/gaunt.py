@@ -24,8 +24,9 @@ z           analysis of the pointwise product      ``t3.adjoint(f_x * w f_y)`` `
 ==========  =====================================  =====================================
 
 Inputs are ``[..., K]`` (any leading shape, e.g. the model's ``[N, C, K]``), flattened to rows.
-In eager mode the rows run in cache-sized chunks with hand-written, any-order backward passes
-(:mod:`gaunt_md.so3.fused`); under ``torch.jit.script`` the same maps run as plain tensor ops.
+On CPU in eager mode the rows run in cache-sized chunks on a small pool of single-threaded
+workers, with hand-written, any-order backward passes (:mod:`gaunt_md.so3.fused`); under
+``torch.jit.script`` and on GPUs the same maps run as plain tensor ops.
 Tables are built in float64 once per module and stored as (non-persistent) buffers, so
 ``.to(dtype, device)`` moves them; the module computes in the dtype of its buffers (cast the
 module, not the input). Gaunt coefficients vanish unless ``l1 + l2 + l3`` is even: the product of
@@ -93,11 +94,11 @@ class GauntProduct(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
         x2, y2 = x.reshape(-1, self.k1), y.reshape(-1, self.k2)  # [B, K1], [B, K2]
-        if torch.jit.is_scripting():
+        if torch.jit.is_scripting() or x2.device.type != "cpu":
             z = self._plain(x2, y2)
         else:
             z = self._fused(x2, y2)
-        return z.view(list(lead) + [self.k_out])  # [..., K_out]
+        return z.reshape(list(lead) + [self.k_out])  # [..., K_out]
 
     def _plain(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.t3.adjoint(self.t1.synthesis(x) * self.t2.synthesis(y, True))
@@ -109,7 +110,7 @@ class GauntProduct(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"l1_max={self.l1_max}, l2_max={self.l2_max}, l_out_max={self.l_out_max}, "
-            f"grid={self.grid_shape[0]}x{self.grid_shape[1]}, separable={self.t1.separable}"
+            f"grid={self.grid_shape[0]}x{self.grid_shape[1]}"
         )
 
 
@@ -148,11 +149,11 @@ class GauntPowers(nn.Module):
     def forward(self, a: torch.Tensor) -> torch.Tensor:
         lead = a.shape[:-1]
         a2 = a.reshape(-1, self.k)  # [B, K]
-        if torch.jit.is_scripting():
+        if torch.jit.is_scripting() or a2.device.type != "cpu":
             z = self._plain(a2)
         else:
             z = self._fused(a2)
-        return z.view(list(lead) + [self.nu_max, self.k_out])  # [..., nu, K_out]
+        return z.reshape(list(lead) + [self.nu_max, self.k_out])  # [..., nu, K_out]
 
     def _plain(self, a: torch.Tensor) -> torch.Tensor:
         f = self.t.synthesis(a)  # [B, G]
@@ -163,7 +164,7 @@ class GauntPowers(nn.Module):
             powers.append(p)
         g = self.t.n_beta * self.t.n_alpha
         z = self.t_out.adjoint(torch.stack(powers, dim=1).reshape(-1, g))  # [B nu, K_out]
-        return z.view(a.shape[0], self.nu_max, self.k_out)
+        return z.reshape(a.shape[0], self.nu_max, self.k_out)
 
     @torch.jit.unused
     def _fused(self, a: torch.Tensor) -> torch.Tensor:
@@ -172,7 +173,7 @@ class GauntPowers(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"l_max={self.l_max}, nu_max={self.nu_max}, l_out_max={self.l_out_max}, "
-            f"grid={self.grid_shape[0]}x{self.grid_shape[1]}, separable={self.t.separable}"
+            f"grid={self.grid_shape[0]}x{self.grid_shape[1]}"
         )
 
 

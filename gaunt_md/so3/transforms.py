@@ -30,7 +30,7 @@ A :class:`GridTransform` applies three maps, all exact on an exact grid:
 
 Two equivalent implementations, chosen by size (:func:`use_separable`):
 
-* **dense**: one GEMM with ``Y`` (``O(K G)`` per row). Best up to ``L = 9`` on CPU once the
+* **dense**: one GEMM with ``Y`` (``O(K G)`` per row). Best for small ``L`` on CPU once the
   rows are processed in cache-sized chunks (:mod:`gaunt_md.so3.fused`);
 * **separable**: gather ``x`` to ``[M, B, L+1]``, one batched Legendre matmul per order, then one
   GEMM over orders in alpha, ``O(M (L+1) n_beta + M G)`` per row; the adjoint runs the steps
@@ -108,16 +108,17 @@ def transform_cost(l_max: int, n_beta: int, n_alpha: int) -> tuple[int, int]:
     return num_coefficients(l_max) * n_beta * n_alpha, m * (l_max + 1) * n_beta + m * n_beta * n_alpha
 
 
-def use_separable(l_max: int, n_beta: int, n_alpha: int) -> bool:
-    """Size rule: separable only where it needs under a quarter of the dense multiply-adds.
+def use_separable(l_max: int, n_beta: int, n_alpha: int) -> tuple[bool, bool]:
+    """Size rule ``(synthesis, adjoint)``: separable where it saves enough multiply-adds.
 
-    Measured on CPU in cache-sized chunks (2 threads, float32): a dense ``[B, K] @ [K, G]`` GEMM
-    runs near peak while the separable path's small GEMMs, gathers and batched matmuls do not; the
-    separable synthesis overtook dense at ``L = 8..10`` for ``L x L -> L`` grids (flop ratio
-    3.5..4.3), so ``L <= 9`` products stay dense.
+    Measured per chunk on CPU (one thread, float32, ``~1 MB`` grid buffers): a dense GEMM runs near
+    peak; the separable path's gathers, batched ``[B, L+1] @ [L+1, n_beta]`` matmuls and
+    ``K = 2L+1`` alpha GEMM do not. The separable adjoint won from flop ratio 2 (``L = 4`` for
+    ``L x L -> L``: 69 vs 104 us), the separable synthesis only from ratio 3.5 (``L = 8``: 146 vs
+    201 us; ``L = 7``: 186 vs 157 us).
     """
     dense, sep = transform_cost(l_max, n_beta, n_alpha)
-    return 4 * sep < dense
+    return dense >= 3.4 * sep, dense >= 2.0 * sep
 
 
 def _buffer(a: np.ndarray) -> torch.Tensor:
@@ -130,7 +131,8 @@ class GridTransform(nn.Module):
     Args:
         l_max: maximum degree of the coefficients.
         grid: the quadrature grid (exactness is the caller's business, see ``check_grid``).
-        separable: force the separable (``True``) or dense (``False``) path; ``None`` picks by size.
+        separable: force the separable (``True``) or dense (``False``) path for both maps; ``None``
+            picks each by size (:func:`use_separable`).
     """
 
     def __init__(self, l_max: int, grid: SphereGrid, *, separable: bool | None = None) -> None:
@@ -139,36 +141,28 @@ class GridTransform(nn.Module):
         self.n_beta, self.n_alpha = grid.n_beta, grid.n_alpha
         self.grid_size = grid.size  # G
         self.num_coefficients = num_coefficients(l_max)  # K
-        self.separable = use_separable(l_max, grid.n_beta, grid.n_alpha) if separable is None else bool(separable)
-        k = self.num_coefficients
-        self.register_buffer("weights", _buffer(grid.weights), persistent=False)  # [G]
-        empty2, empty3 = torch.zeros(0, 0, dtype=torch.float64), torch.zeros(0, 0, 0, dtype=torch.float64)
-        if self.separable:
-            cos_beta = grid.points.reshape(grid.n_beta, grid.n_alpha, 3)[:, 0, 1]
-            w_beta = grid.weights.reshape(grid.n_beta, grid.n_alpha)[:, 0]  # GL weight * 2 pi / n_alpha
-            alpha = 2.0 * np.pi * np.arange(grid.n_alpha) / grid.n_alpha
-            leg = legendre_table(l_max, cos_beta)  # [M, L+1, n_beta]
-            gather, scatter = _slot_indices(l_max)
-            self.register_buffer("legendre", _buffer(leg), persistent=False)
-            self.register_buffer("legendre_w", _buffer(leg * w_beta), persistent=False)
-            self.register_buffer("alpha", _buffer(alpha_basis(l_max, alpha)), persistent=False)  # [M, n_alpha]
-            self.register_buffer("gather", torch.from_numpy(gather), persistent=False)  # [M (L+1)]
-            self.register_buffer("scatter", torch.from_numpy(scatter), persistent=False)  # [K]
-            self.register_buffer("table", empty2, persistent=False)
-            self.register_buffer("table_w", empty2, persistent=False)
+        if separable is None:
+            self.separable_synthesis, self.separable_adjoint = use_separable(l_max, grid.n_beta, grid.n_alpha)
         else:
-            y = np.ascontiguousarray(grid.harmonics(l_max)[:, :k].T)  # [K, G]
-            self.register_buffer("table", _buffer(y), persistent=False)
-            self.register_buffer("table_w", _buffer(y * grid.weights), persistent=False)
-            for name in ("legendre", "legendre_w"):
-                self.register_buffer(name, empty3, persistent=False)
-            self.register_buffer("alpha", empty2, persistent=False)
-            self.register_buffer("gather", torch.zeros(0, dtype=torch.long), persistent=False)
-            self.register_buffer("scatter", torch.zeros(0, dtype=torch.long), persistent=False)
+            self.separable_synthesis = self.separable_adjoint = bool(separable)
+        y = grid.harmonics(l_max)[:, : self.num_coefficients].T  # [K, G]
+        cos_beta = grid.points.reshape(grid.n_beta, grid.n_alpha, 3)[:, 0, 1]
+        w_beta = grid.weights.reshape(grid.n_beta, grid.n_alpha)[:, 0]  # GL weight * 2 pi / n_alpha
+        alpha = 2.0 * np.pi * np.arange(grid.n_alpha) / grid.n_alpha
+        leg = legendre_table(l_max, cos_beta)  # [M, L+1, n_beta]
+        gather, scatter = _slot_indices(l_max)
+        self.register_buffer("weights", _buffer(grid.weights), persistent=False)  # [G]
+        self.register_buffer("table", _buffer(y), persistent=False)  # [K, G]
+        self.register_buffer("table_w", _buffer(y * grid.weights), persistent=False)  # [K, G]
+        self.register_buffer("legendre", _buffer(leg), persistent=False)  # [M, L+1, n_beta]
+        self.register_buffer("legendre_w", _buffer(leg * w_beta), persistent=False)  # [M, L+1, n_beta]
+        self.register_buffer("alpha", _buffer(alpha_basis(l_max, alpha)), persistent=False)  # [M, n_alpha]
+        self.register_buffer("gather", torch.from_numpy(gather), persistent=False)  # [M (L+1)]
+        self.register_buffer("scatter", torch.from_numpy(scatter), persistent=False)  # [K]
 
     def synthesis(self, x: torch.Tensor, weighted: bool = False) -> torch.Tensor:
         """``[B, K] -> [B, G]``: grid values, times the quadrature weights if ``weighted``."""
-        if not self.separable:
+        if not self.separable_synthesis:
             return torch.matmul(x, self.table_w if weighted else self.table)
         b = x.shape[0]
         m, l1 = self.legendre.shape[0], self.legendre.shape[1]
@@ -179,13 +173,16 @@ class GridTransform(nn.Module):
 
     def adjoint(self, h: torch.Tensor) -> torch.Tensor:
         """``[B, G] -> [B, K]``: ``z_k = sum_g h_g Y_k(r_g)`` (no weights)."""
-        if not self.separable:
+        if not self.separable_adjoint:
             return torch.matmul(h, self.table.t())
         b = h.shape[0]
         m, l1 = self.legendre.shape[0], self.legendre.shape[1]
         hm = torch.matmul(self.alpha, h.reshape(b * self.n_beta, self.n_alpha).t())  # [M, B n_beta]
-        z = torch.bmm(hm.view(m, b, self.n_beta), self.legendre.transpose(1, 2))  # [M, B, L+1]
-        return z.transpose(0, 1).reshape(b, m * l1).index_select(1, self.scatter)  # [B, K]
+        z = torch.bmm(self.legendre, hm.view(m, b, self.n_beta).transpose(1, 2))  # [M, L+1, B]
+        return z.view(m * l1, b).index_select(0, self.scatter).t()  # [B, K] (transposed view)
 
     def extra_repr(self) -> str:
-        return f"l_max={self.l_max}, grid={self.n_beta}x{self.n_alpha}, separable={self.separable}"
+        return (
+            f"l_max={self.l_max}, grid={self.n_beta}x{self.n_alpha}, "
+            f"separable synthesis={self.separable_synthesis}, adjoint={self.separable_adjoint}"
+        )

@@ -31,12 +31,21 @@ def test_separable_equals_dense_and_adjoint_is_transpose(gen, l_max):
 
 def test_size_rule_keeps_small_products_dense():
     for l_max in range(13):
-        grid = SphereGrid.exact(3 * l_max)
-        assert use_separable(l_max, grid.n_beta, grid.n_alpha) == (l_max >= 10), l_max
+        grid = SphereGrid.exact(3 * l_max)  # L x L -> L
+        assert use_separable(l_max, grid.n_beta, grid.n_alpha) == (l_max >= 8, l_max >= 4), l_max
 
 
-@pytest.mark.parametrize("n", [0, 1, 150])
-def test_chunk_boundaries(gen, monkeypatch, n):
+@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
+def threads(request):
+    """Intra-op threads of the caller: 2 runs the fused kernels on the worker pool."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(old)
+
+
+@pytest.mark.parametrize("n", [0, 1, 150, 333])
+def test_chunk_boundaries(gen, monkeypatch, threads, n):
     monkeypatch.setattr(fused, "CHUNK_BYTES", 1)  # 64 rows per chunk
     x = torch.randn(n, 16, generator=gen, dtype=F64, requires_grad=True)
     y = torch.randn(n, 9, generator=gen, dtype=F64, requires_grad=True)
