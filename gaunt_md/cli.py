@@ -36,14 +36,28 @@ class CLIError(GauntError):
 
 
 def _ints(text: Any, name: str, sizes: tuple[int, ...]) -> list[int]:
+    """``"2 2 2"``, ``"2,2,2"``, ``2`` or ``[2, 2, 2]`` (flags or YAML) -> list of ints."""
     values = text if isinstance(text, (list, tuple)) else str(text).replace(",", " ").split()
     try:
-        out = [int(v) for v in (values if not isinstance(values, int) else [values])]
+        out = [int(v) for v in values]
     except (TypeError, ValueError):
-        raise CLIError(f"--{name} needs {' or '.join(map(str, sizes))} integers, got {text!r}") from None
+        out = []
     if len(out) not in sizes:
         raise CLIError(f"--{name} needs {' or '.join(map(str, sizes))} integers, got {text!r}")
     return out
+
+
+def _mesh(text: Any) -> list[int] | float:
+    """Phonon q-mesh: 3 integers, or one number = phonopy's length (Å)."""
+    values = text if isinstance(text, (list, tuple)) else str(text).replace(",", " ").split()
+    if len(values) == 3:
+        return _ints(values, "mesh", (3,))
+    if len(values) == 1:
+        try:
+            return float(values[0])
+        except ValueError:
+            pass
+    raise CLIError(f"--mesh needs 3 integers or one length in Å, got {text!r}")
 
 
 def _common(p: argparse.ArgumentParser, command: str) -> None:
@@ -349,8 +363,7 @@ def _run_structure_command(args: argparse.Namespace, argv: list[str]) -> int:
         _say(args, f"md {res.ensemble}: steps {res.start_step}->{res.steps}, seed {res.seed}; <T> = "
                    f"{res.mean_temperature_K:.1f} K; {res.steps_per_second:.1f} steps/s")
     elif cmd == "phonons":
-        mesh = _ints(args.mesh, "mesh", (3,)) if len(str(args.mesh).replace(",", " ").split()) == 3 or \
-            isinstance(args.mesh, (list, tuple)) else float(args.mesh)
+        mesh = _mesh(args.mesh)
         supercell = _ints(args.supercell, "supercell", (1, 3, 9)) if args.supercell is not None else None
         res = drivers.run_phonons(atoms, calc, supercell=supercell, min_length_A=args.min_length,
                                   displacement_A=args.displacement, relax=args.minimize, relax_fmax=args.fmax,

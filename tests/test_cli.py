@@ -164,6 +164,7 @@ def test_emt_arch_runs_the_same_drivers(work):
         (["relax", "Si.cif", "--model", "no-such-model"], "unknown model 'no-such-model'"),
         (["phonons", "Si.cif", "--supercell", "2 2"], "--supercell needs"),
         (["relax", "Si.cif", "--config", "nope.yml"], "cannot read config file"),
+        (["phonons", "Si.cif", "--mesh", "4 4"], "--mesh needs"),
         (["relax"], "needs a structure file"),
         (["relax", "Au.cif"], "not covered by this model"),
     ],
