@@ -187,6 +187,9 @@ def run_phonons(
     if relax:
         from gaunt_md.drivers.relax import run_relax
 
+        if "32" in str(getattr(calc, "dtype", "")):
+            log.warning("tight pre-relaxation with a float32 calculator; float64 is recommended for phonons")
+
         rel = run_relax(atoms, calc, fmax=relax_fmax, steps=relax_steps, cell="full", fix_symmetry=True,
                         symprec=symprec, progress=progress)
         if not rel.converged:
