@@ -149,7 +149,12 @@ def validation_metrics(forcefield, samples: list[Sample], dtype, config: TrainCo
         e_groups = [s.group for s in chunk if s.energy is not None]
         f_groups = np.concatenate([[s.group] * len(s.forces) for s in chunk if s.forces is not None]) if "forces" in terms else []
         s_groups = [s.group for s in chunk if s.stress is not None]
-        for key, grp, scale in (("energy", e_groups, 1e3), ("forces", f_groups, 1e3), ("stress", s_groups, 1.0 / GPa)):
+        if "energy" in terms:  # whole-structure energy errors (meV), the molecular benchmarks' metric
+            n_atoms = torch.tensor([s.graph.num_atoms for s in chunk if s.energy is not None], dtype=terms["energy"].dtype)
+            terms["energy_total"] = terms["energy"] * n_atoms
+        for key, grp, scale in (
+            ("energy", e_groups, 1e3), ("energy_total", e_groups, 1e3), ("forces", f_groups, 1e3), ("stress", s_groups, 1.0 / GPa)
+        ):
             if key not in terms:
                 continue
             err = terms[key].detach().double().numpy() * scale

@@ -106,7 +106,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = False, 
     out_dir.mkdir(parents=True, exist_ok=True)
     state_path = out_dir / "state.pt"
     dtype = torch.float64 if config.dtype == "float64" else torch.float32
-    command = command or " ".join(shlex.quote(a) for a in sys.argv)
+    command = command or _invocation()
 
     model_config, train_samples, valid_samples = prepare(config)
     model = build_model(config, model_config).to(dtype)
@@ -210,6 +210,16 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = False, 
             log.info("time limit of %.1f min reached; resume with --resume", config.max_time_min)
             break
     return history[-1] if history else {}
+
+
+def _invocation() -> str:
+    """The command line of this process, with the interpreter's path to the entry point normalised."""
+    argv = list(sys.argv)
+    if argv and argv[0].endswith("__main__.py"):
+        argv[0] = "python -m gaunt_md.train"
+    elif argv and Path(argv[0]).name == "gaunt-md":
+        argv[0] = "gaunt-md"
+    return " ".join([argv[0]] + [shlex.quote(a) for a in argv[1:]]) if argv else ""
 
 
 def _write_log(path: Path, history: list[dict[str, Any]]) -> None:

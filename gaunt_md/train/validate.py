@@ -39,13 +39,13 @@ def validate_checkpoint(checkpoint: str, config: TrainConfig, *, split: str = "v
 
 
 def metrics_table(metrics: dict[str, Any]) -> str:
-    """Markdown table: one row per group, MAE (RMSE) for energy, forces, stress."""
+    """Markdown table: one row per group, MAE (RMSE) for energy (per atom and per structure), forces, stress."""
     groups = sorted({k.split("/")[0] for k in metrics if "/" in k}, key=lambda g: (g == "all", g))
-    lines = ["| group | energy MAE (RMSE) meV/atom | forces MAE (RMSE) meV/Å | stress MAE (RMSE) GPa |",
-             "|---|---|---|---|"]
+    lines = ["| group | energy MAE (RMSE) meV/atom | energy MAE (RMSE) meV/structure | forces MAE (RMSE) meV/Å | stress MAE (RMSE) GPa |",
+             "|---|---|---|---|---|"]
     for g in groups:
         cells = []
-        for key in ("energy", "forces", "stress"):
+        for key in ("energy", "energy_total", "forces", "stress"):
             mae, rmse = metrics.get(f"{g}/{key}_mae"), metrics.get(f"{g}/{key}_rmse")
             cells.append("-" if mae is None else f"{mae:.3g} ({rmse:.3g})")
         lines.append(f"| {g} | " + " | ".join(cells) + " |")
