@@ -25,13 +25,15 @@ FIXTURES = Path(__file__).parent / "data" / "fixtures"
 
 
 def _default_model_covers(symbol: str) -> bool:
+    from ase.data import chemical_symbols
+
     try:
         from gaunt_md.potentials import model_info
 
-        return symbol in {str(e) for e in model_info("default")["elements"]} or any(
-            e == 14 for e in model_info("default")["elements"])
+        elements = model_info("default")["elements"]
     except Exception:  # noqa: BLE001 - no default model yet
         return False
+    return symbol in {chemical_symbols[e] if isinstance(e, int) else str(e) for e in elements}
 
 
 @pytest.fixture(scope="module")
