@@ -192,7 +192,7 @@ def test_gradcheck_and_gradgradcheck(gen):
 
 def test_third_derivative_matches_plain_path(gen):
     """Force training differentiates the force loss: check an order beyond gradgradcheck too."""
-    for module in (GauntProduct(2, 2, 2), GauntPowers(2, 3, 2)):
+    for module in (GauntProduct(2, 2, 2, fused=True), GauntPowers(2, 3, 2, fused=True)):
         a = (0.5 * _rand(gen, 7, 9)).requires_grad_()
         c = _rand(gen, 7, 9)
 

@@ -50,7 +50,7 @@ def test_chunk_boundaries(gen, monkeypatch, threads, n):
     x = torch.randn(n, 16, generator=gen, dtype=F64, requires_grad=True)
     y = torch.randn(n, 9, generator=gen, dtype=F64, requires_grad=True)
     for separable in (False, True):
-        m = GauntProduct(3, 2, 3, separable=separable)
+        m = GauntProduct(3, 2, 3, separable=separable, fused=True)
         z = m(x, y)
         assert z.shape == (n, 16)
         torch.testing.assert_close(z, einsum_product(x, y, 3, 2, 3), atol=1e-12, rtol=0)
@@ -59,7 +59,7 @@ def test_chunk_boundaries(gen, monkeypatch, threads, n):
         want = torch.autograd.grad(m._plain(x, y), (x, y), cot)
         for g, w in zip(got, want):
             torch.testing.assert_close(g, w, atol=1e-12, rtol=0)
-        p = GauntPowers(3, 3, 2, separable=separable)
+        p = GauntPowers(3, 3, 2, separable=separable, fused=True)
         zp = p(x)
         assert zp.shape == (n, 3, 9)
         torch.testing.assert_close(zp, p._plain(x), atol=1e-12, rtol=0)
