@@ -199,9 +199,9 @@ def worker(spec: dict) -> dict:
         if periodic:
             atoms.get_stress()
 
-    for k in range(2):  # warm-up: allocator, lazy init
+    for k in range(2 if len(atoms) < 500 else 1):  # warm-up: allocator, lazy init
         call(k)
-    faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    usage0 = resource.getrusage(resource.RUSAGE_SELF)
     nl_box[0] = 0.0
     times: list[float] = []
     start = time.perf_counter()
@@ -218,7 +218,10 @@ def worker(spec: dict) -> dict:
         "nl_share": nl_box[0] / sum(times),
         "peak_rss_mb": _status_kb("VmHWM") / 1024,
         "imports_rss_mb": rss_imports / 1024,  # python + torch (+ e3nn, mace) before any model
-        "minflt_per_call": (usage.ru_minflt - faults0) / len(times),
+        "minflt_per_call": (usage.ru_minflt - usage0.ru_minflt) / len(times),
+        # kernel share of this process's CPU time in the timed calls (page faults, zeroing, munmap)
+        "sys_share": (usage.ru_stime - usage0.ru_stime)
+        / max(1e-9, usage.ru_stime - usage0.ru_stime + usage.ru_utime - usage0.ru_utime),
     }
 
 
@@ -239,32 +242,26 @@ def run_worker(spec: dict, omp_active: bool = False) -> dict:
 
 
 def speed_table(args, models: dict, with_mace: bool) -> None:
+    """Rounds outermost: every (system, dtype, model) is measured once per round, so slow drifts of
+    a shared machine hit all sizes and both models alike; the best round counts."""
     systems = {k: v for k, v in {**SYSTEMS, **BIG}.items() if k in args.systems}
     names = ["gaunt"] + (["mace"] if with_mace else [])
-    rows = []
-    for system, (family, _) in systems.items():
-        for dtype in args.dtypes:
-            best: dict[str, dict] = {}
-            for r in range(args.rounds):
+    best: dict[tuple, dict] = {}
+    for r in range(args.rounds):
+        for system, (family, _) in systems.items():
+            for dtype in args.dtypes:
                 for model in names if r % 2 == 0 else names[::-1]:
                     spec = dict(model=model, path=models[family][model], system=system, dtype=dtype,
                                 min_calls=args.min_calls, min_time=args.min_time, threads=args.threads)
                     res = run_worker(spec, args.omp_active)
-                    if model not in best or res["median_s"] < best[model]["median_s"]:
-                        best[model] = res
-            rows.append(best)
-            g = best["gaunt"]
-            line = (f"{system:>7} {dtype:>7} {g['n_atoms']:5d} | gaunt {1e3 * g['median_s']:9.1f} ms "
-                    f"{g['n_atoms'] / g['median_s']:7.0f} at/s NL {100 * g['nl_share']:4.1f}% "
-                    f"RSS {g['peak_rss_mb']:6.0f} (+{g['peak_rss_mb'] - g['imports_rss_mb']:5.0f}) MB "
-                    f"flt/call {g['minflt_per_call']:7.0f}")
-            if "mace" in best:
-                m = best["mace"]
-                line += (f" | mace {1e3 * m['median_s']:9.1f} ms {m['n_atoms'] / m['median_s']:7.0f} at/s "
-                         f"NL {100 * m['nl_share']:4.1f}% RSS {m['peak_rss_mb']:6.0f} "
-                         f"(+{m['peak_rss_mb'] - m['imports_rss_mb']:5.0f}) MB "
-                         f"flt/call {m['minflt_per_call']:7.0f} | speed-up {m['median_s'] / g['median_s']:.2f}x")
-            print(line, flush=True)
+                    key = (system, dtype, model)
+                    if key not in best or res["median_s"] < best[key]["median_s"]:
+                        best[key] = res
+                    print(f"  round {r} {system:>7} {dtype} {model:>5}: {1e3 * res['median_s']:9.1f} ms/call "
+                          f"({res['calls']} calls), {1e6 * res['median_s'] / res['n_atoms']:6.0f} us/atom, "
+                          f"peak RSS {res['peak_rss_mb']:.0f} MB, {res['minflt_per_call']:.0f} faults/call, "
+                          f"kernel {100 * res['sys_share']:.0f}% of CPU", flush=True)
+    rows = [{m: best[(system, dtype, m)] for m in names} for system in systems for dtype in args.dtypes]
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     print_markdown(rows, with_mace)
@@ -429,13 +426,13 @@ def main() -> None:
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
         return
+    if not args.omp_active:  # this process too (--batch, --profile); before anything imports torch
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if args.big:
         args.systems = list(dict.fromkeys(args.systems + list(BIG)))
     with_mace = not args.no_mace and has_mace()
     if not args.no_mace and not with_mace:
         print("MACE not installed (`import mace` failed): MACE columns skipped")
-    if not args.omp_active:
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # this process too (--batch, --profile)
     print(f"# {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, load average "
           f"{tuple(round(x, 1) for x in os.getloadavg())}, {args.threads} torch threads, "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'default')}")
