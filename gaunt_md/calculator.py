@@ -70,7 +70,9 @@ class GauntCalculator(Calculator):
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda[:N]"``.
         dtype: ``"float64"`` (default; relax, phonons, EOS) or ``"float32"`` (fast MD).
         min_distance: refuse structures with two atoms closer than this (Å); ``None`` disables.
-        max_batch_atoms, max_batch_edges: bounds on one model call in :meth:`calculate_batch`.
+        max_batch_atoms, max_batch_edges: bounds on one model call in :meth:`calculate_batch`;
+            ``max_batch_atoms`` defaults to 256 on CPU (larger batches were slower there:
+            ``benchmarks/model_speed.py --batch``) and 8192 on CUDA.
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
@@ -82,7 +84,7 @@ class GauntCalculator(Calculator):
         dtype: str = "float64",
         *,
         min_distance: float | None = 0.5,
-        max_batch_atoms: int = 4096,
+        max_batch_atoms: int | None = None,
         max_batch_edges: int = 200_000,
         **kwargs: Any,
     ) -> None:
@@ -97,6 +99,8 @@ class GauntCalculator(Calculator):
         self.cutoff = float(potential.config.cutoff)
         self.elements = tuple(potential.config.elements)
         self.min_distance = min_distance
+        if max_batch_atoms is None:
+            max_batch_atoms = 256 if self.device.type == "cpu" else 8192
         self.max_batch_atoms = int(max_batch_atoms)
         self.max_batch_edges = int(max_batch_edges)
         self.parameters.update(
