@@ -6,8 +6,10 @@ both inputs for a random cotangent), interleaved round by round so that load cha
 machine hit all of them alike:
 
 =============  ==================================================================================
-grid           ``GauntProduct`` (route B) in eager mode: chunked, fused backward
-grid-plain     the same module's plain tensor-op path (what ``torch.jit.script`` runs)
+grid           ``GauntProduct`` (route B) as the model uses it: plain tensor ops (the default; the
+               same code runs under ``torch.jit.script`` and on GPUs)
+grid-fused     ``GauntProduct(..., fused=True)``: chunked kernels on a pool of single-threaded
+               workers with hand-written backward passes (eager CPU only, opt-in)
 fourier        ``GauntProductFourier`` (route A: 2D Fourier coefficients + FFT)
 e3nn-even      e3nn ``TensorProduct``, ``uuu``, the even paths ``l3 <= L``, path weight kappa^2:
                the same function (checked below)
@@ -17,13 +19,14 @@ e3nn-full      e3nn ``TensorProduct``, ``uuu``, all paths ``l3 <= L`` (both outp
 e3nn times include the layout conversions the model would need (``[N, C, K]`` to e3nn's
 irreps-major ``[N, sum_l C (2l+1)]`` and back). Ratios are ``method / grid`` of the medians.
 
-    python benchmarks/tensor_product.py                 # full sweep (about 15-25 min on 2 cores)
+    python benchmarks/tensor_product.py                 # full sweep (30-90 min on 2 loaded cores)
     python benchmarks/tensor_product.py --quick         # L = 1, 3, 6, C = 128, few repeats
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import resource
 import statistics
@@ -78,12 +81,9 @@ def e3nn_product(l_max: int, channels: int, *, even_only: bool) -> tuple[o3.Tens
 def build_methods(l_max: int, channels: int, dtype: torch.dtype, skip: set[str]) -> dict[str, Callable]:
     """name -> ``f(x, y)`` on ``[N, C, K]`` tensors."""
     methods: dict[str, Callable] = {}
-    grid = GauntProduct(l_max, l_max, l_max).to(dtype)
-    methods["grid"] = grid
-    if "grid-plain" not in skip:
-        methods["grid-plain"] = lambda x, y: grid._plain(x.reshape(-1, grid.k1), y.reshape(-1, grid.k2)).view(
-            x.shape[0], x.shape[1], -1
-        )
+    methods["grid"] = GauntProduct(l_max, l_max, l_max).to(dtype)
+    if "grid-fused" not in skip:
+        methods["grid-fused"] = GauntProduct(l_max, l_max, l_max, fused=True).to(dtype)
     if "fourier" not in skip:
         methods["fourier"] = GauntProductFourier(l_max, l_max, l_max).to(dtype)
     for name, even in (("e3nn-even", True), ("e3nn-full", False)):
@@ -172,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# torch {torch.__version__}, e3nn {e3nn.__version__}, {platform.machine()}, "
           f"threads {torch.get_num_threads()}, {args.dtype}, N = {args.nodes}", flush=True)
     print(f"# command: python {' '.join(sys.argv)}", flush=True)
+    print(f"# load average at start: {' '.join(f'{v:.2f}' for v in os.getloadavg())} on {os.cpu_count()} CPUs", flush=True)
     rows = []
     for channels in args.channels:
         for l_max in args.lmax:
@@ -189,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append((channels, l_max, "fwd+bwd" if backward else "fwd", res, dev))
                 print_row(rows[-1], header=len(rows) == 1)
             del methods
+    print(f"\n# load average at end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print("\n## ratios method / grid (medians), forward+backward")
     names = [n for n in rows[0][3] if n != "grid"]
     print("| C | L | " + " | ".join(names) + " |")

@@ -88,16 +88,17 @@ class _Pool:
                 done.put(exc)
 
 
-_POOL: _Pool | None = None
+_POOLS: dict[int, _Pool] = {}
 _POOL_LOCK = threading.Lock()
 
 
 def _pool(size: int) -> _Pool:
-    global _POOL
+    """The pool with ``size`` workers (kept per size, so changing thread counts leaks no threads)."""
     with _POOL_LOCK:
-        if _POOL is None or _POOL.size != size or _POOL.pid != os.getpid():  # new size, or forked
-            _POOL = _Pool(size)
-        return _POOL
+        pool = _POOLS.get(size)
+        if pool is None or pool.pid != os.getpid():  # first use, or a forked child (threads gone)
+            pool = _POOLS[size] = _Pool(size)
+        return pool
 
 
 def run_rows(n: int, rows: int, work: Callable[[int, int], None]) -> None:
