@@ -34,11 +34,16 @@ import sys
 import time
 from collections.abc import Callable
 
-import e3nn
-import torch
-from e3nn import o3
+if __name__ == "__main__" and "--omp-active" not in sys.argv:
+    # Idle OpenMP threads sleep instead of spinning: on a shared, oversubscribed machine spinning
+    # threads steal the cores the other methods' threads need (read before torch starts OpenMP).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from gaunt_md.so3 import GauntProduct, GauntProductFourier, gaunt_coefficients
+import e3nn  # noqa: E402
+import torch  # noqa: E402
+from e3nn import o3  # noqa: E402
+
+from gaunt_md.so3 import GauntProduct, GauntProductFourier, gaunt_coefficients  # noqa: E402
 
 
 def to_e3nn(x: torch.Tensor, l_max: int) -> torch.Tensor:
@@ -164,13 +169,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget", type=float, default=40.0, help="seconds per case and pass before stopping early")
     ap.add_argument("--skip", nargs="*", default=[], help="methods to leave out, e.g. e3nn-full fourier")
     ap.add_argument("--quick", action="store_true", help="L = 1 3 6, C = 128, 5 rounds, 10 s budget")
+    ap.add_argument("--omp-active", action="store_true", help="do not set OMP_WAIT_POLICY=PASSIVE")
     args = ap.parse_args(argv)
     if args.quick:
         args.lmax, args.channels, args.repeats, args.budget = [1, 3, 6], [128], 5, 10.0
     torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
     print(f"# torch {torch.__version__}, e3nn {e3nn.__version__}, {platform.machine()}, "
-          f"threads {torch.get_num_threads()}, {args.dtype}, N = {args.nodes}", flush=True)
+          f"threads {torch.get_num_threads()}, {args.dtype}, N = {args.nodes}, "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'default')}", flush=True)
     print(f"# command: python {' '.join(sys.argv)}", flush=True)
     print(f"# load average at start: {' '.join(f'{v:.2f}' for v in os.getloadavg())} on {os.cpu_count()} CPUs", flush=True)
     rows = []
