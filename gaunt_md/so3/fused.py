@@ -129,14 +129,14 @@ def run_rows(n: int, rows: int, work: Callable[[int, int], None]) -> None:
 
 
 def _synth(t: GridTransform, x: torch.Tensor, weighted: bool, out: torch.Tensor) -> torch.Tensor:
-    if t.separable_synthesis:
-        return t.synthesis(x, weighted)
+    if t.chunk_separable_synthesis:
+        return t.synthesis_separable(x, weighted)
     return torch.matmul(x, t.table_w if weighted else t.table, out=out)
 
 
 def _adjoint(t: GridTransform, h: torch.Tensor, out: torch.Tensor) -> None:
-    if t.separable_adjoint:
-        out.copy_(t.adjoint(h))
+    if t.chunk_separable_adjoint:
+        out.copy_(t.adjoint_separable(h))
     else:
         torch.matmul(h, t.table.t(), out=out)
 

@@ -28,10 +28,10 @@ A :class:`GridTransform` applies three maps, all exact on an exact grid:
 * ``adjoint(h)``: :math:`z_k = \sum_g h_g Y_k(r_g)`, ``[B, G] -> [B, K]``. The quadrature
   analysis (projection) of a grid function ``f`` is ``adjoint(w * f)``.
 
-Two equivalent implementations, chosen by size (:func:`use_separable`):
+Two equivalent implementations: plain tensor ops use dense tables; the chunked kernels of
+:mod:`gaunt_md.so3.fused` choose by size (:func:`use_separable`):
 
-* **dense**: one GEMM with ``Y`` (``O(K G)`` per row). Best for small ``L`` on CPU once the
-  rows are processed in cache-sized chunks (:mod:`gaunt_md.so3.fused`);
+* **dense**: one GEMM with ``Y`` (``O(K G)`` per row);
 * **separable**: gather ``x`` to ``[M, B, L+1]``, one batched Legendre matmul per order, then one
   GEMM over orders in alpha, ``O(M (L+1) n_beta + M G)`` per row; the adjoint runs the steps
   transposed.
@@ -109,13 +109,16 @@ def transform_cost(l_max: int, n_beta: int, n_alpha: int) -> tuple[int, int]:
 
 
 def use_separable(l_max: int, n_beta: int, n_alpha: int) -> tuple[bool, bool]:
-    """Size rule ``(synthesis, adjoint)``: separable where it saves enough multiply-adds.
+    """Size rule ``(synthesis, adjoint)`` for the chunked kernels of :mod:`gaunt_md.so3.fused`.
 
     Measured per chunk on CPU (one thread, float32, ``~1 MB`` grid buffers): a dense GEMM runs near
     peak; the separable path's gathers, batched ``[B, L+1] @ [L+1, n_beta]`` matmuls and
     ``K = 2L+1`` alpha GEMM do not. The separable adjoint won from flop ratio 2 (``L = 4`` for
     ``L x L -> L``: 69 vs 104 us), the separable synthesis only from ratio 3.5 (``L = 8``: 146 vs
-    201 us; ``L = 7``: 186 vs 157 us).
+    201 us; ``L = 7``: 186 vs 157 us). With plain tensor ops on whole ``[N C, G]`` tensors the
+    gathers, copies and their backward (scatter-add) cost more than the saved flops: dense won at
+    every ``L <= 12`` (``N = 1000, C = 128``, forward+backward, e.g. ``L = 8``: 1.04 s dense,
+    1.22 s separable adjoint, 1.56 s both separable), so plain ops always use dense tables.
     """
     dense, sep = transform_cost(l_max, n_beta, n_alpha)
     return dense >= 3.4 * sep, dense >= 2.0 * sep
@@ -141,10 +144,14 @@ class GridTransform(nn.Module):
         self.n_beta, self.n_alpha = grid.n_beta, grid.n_alpha
         self.grid_size = grid.size  # G
         self.num_coefficients = num_coefficients(l_max)  # K
-        if separable is None:
-            self.separable_synthesis, self.separable_adjoint = use_separable(l_max, grid.n_beta, grid.n_alpha)
+        if separable is None:  # plain ops: dense (measured faster up to L = 12); chunks: by size
+            self.separable_synthesis = self.separable_adjoint = False
+            self.chunk_separable_synthesis, self.chunk_separable_adjoint = use_separable(
+                l_max, grid.n_beta, grid.n_alpha
+            )
         else:
             self.separable_synthesis = self.separable_adjoint = bool(separable)
+            self.chunk_separable_synthesis = self.chunk_separable_adjoint = bool(separable)
         y = grid.harmonics(l_max)[:, : self.num_coefficients].T  # [K, G]
         cos_beta = grid.points.reshape(grid.n_beta, grid.n_alpha, 3)[:, 0, 1]
         w_beta = grid.weights.reshape(grid.n_beta, grid.n_alpha)[:, 0]  # GL weight * 2 pi / n_alpha
@@ -162,8 +169,18 @@ class GridTransform(nn.Module):
 
     def synthesis(self, x: torch.Tensor, weighted: bool = False) -> torch.Tensor:
         """``[B, K] -> [B, G]``: grid values, times the quadrature weights if ``weighted``."""
-        if not self.separable_synthesis:
-            return torch.matmul(x, self.table_w if weighted else self.table)
+        if self.separable_synthesis:
+            return self.synthesis_separable(x, weighted)
+        return torch.matmul(x, self.table_w if weighted else self.table)
+
+    def adjoint(self, h: torch.Tensor) -> torch.Tensor:
+        """``[B, G] -> [B, K]``: ``z_k = sum_g h_g Y_k(r_g)`` (no weights)."""
+        if self.separable_adjoint:
+            return self.adjoint_separable(h)
+        return torch.matmul(h, self.table.t())
+
+    def synthesis_separable(self, x: torch.Tensor, weighted: bool = False) -> torch.Tensor:
+        """:meth:`synthesis` by a Legendre matmul per order, then one GEMM over orders in alpha."""
         b = x.shape[0]
         m, l1 = self.legendre.shape[0], self.legendre.shape[1]
         xs = x.index_select(1, self.gather).view(b, m, l1).transpose(0, 1)  # [M, B, L+1]
@@ -171,10 +188,8 @@ class GridTransform(nn.Module):
         f = torch.matmul(f.reshape(m, b * self.n_beta).t(), self.alpha)  # [B n_beta, n_alpha]
         return f.view(b, self.n_beta * self.n_alpha)
 
-    def adjoint(self, h: torch.Tensor) -> torch.Tensor:
-        """``[B, G] -> [B, K]``: ``z_k = sum_g h_g Y_k(r_g)`` (no weights)."""
-        if not self.separable_adjoint:
-            return torch.matmul(h, self.table.t())
+    def adjoint_separable(self, h: torch.Tensor) -> torch.Tensor:
+        """:meth:`adjoint` by one GEMM over alpha, then a Legendre matmul per order."""
         b = h.shape[0]
         m, l1 = self.legendre.shape[0], self.legendre.shape[1]
         hm = torch.matmul(self.alpha, h.reshape(b * self.n_beta, self.n_alpha).t())  # [M, B n_beta]
@@ -183,6 +198,7 @@ class GridTransform(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"l_max={self.l_max}, grid={self.n_beta}x{self.n_alpha}, "
-            f"separable synthesis={self.separable_synthesis}, adjoint={self.separable_adjoint}"
+            f"l_max={self.l_max}, grid={self.n_beta}x{self.n_alpha}, separable synthesis/adjoint: "
+            f"plain {self.separable_synthesis}/{self.separable_adjoint}, "
+            f"chunked {self.chunk_separable_synthesis}/{self.chunk_separable_adjoint}"
         )

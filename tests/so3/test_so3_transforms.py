@@ -33,6 +33,9 @@ def test_size_rule_keeps_small_products_dense():
     for l_max in range(13):
         grid = SphereGrid.exact(3 * l_max)  # L x L -> L
         assert use_separable(l_max, grid.n_beta, grid.n_alpha) == (l_max >= 8, l_max >= 4), l_max
+        t = GridTransform(l_max, grid)
+        assert (t.separable_synthesis, t.separable_adjoint) == (False, False)  # plain ops: dense
+        assert (t.chunk_separable_synthesis, t.chunk_separable_adjoint) == (l_max >= 8, l_max >= 4)
 
 
 @pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
