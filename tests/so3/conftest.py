@@ -76,9 +76,29 @@ def e3nn_float64() -> Iterator[None]:
 
 
 def wigner_d(l_max: int, rot: torch.Tensor) -> torch.Tensor:
-    """``[K, K]`` float64 ``D(R)`` with ``Y(R r) = D Y(r)``, accurate to ~1e-15."""
+    """``[K, K]`` float64 ``D(R)`` from e3nn's ``D_from_matrix``, with ``Y(R r) = D Y(r)``."""
     with e3nn_float64():
         return irreps(l_max).D_from_matrix(rot.to(torch.float64))
+
+
+def random_rotation(l_max: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(R, D(R))``: ``o3.rand_matrix`` (seeded; the global RNG is restored) and ``wigner_d``.
+
+    Draws whose ``D`` misses ``Y(R r) = D Y(r)`` by more than 1e-13 are skipped: for about 1 in 75
+    rotations (one Euler angle near 0) e3nn's ``D`` is only accurate to 1e-11..1e-10 (its
+    ``matrix_exp`` of small angles), which would fail a 1e-12 test for reasons outside gaunt_md.
+    """
+    pts = torch.randn(50, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for _ in range(100):
+            rot = o3.rand_matrix(dtype=torch.float64)
+            d = wigner_d(l_max, rot)
+            y = o3.spherical_harmonics(list(range(l_max + 1)), pts, True)
+            y_rot = o3.spherical_harmonics(list(range(l_max + 1)), pts @ rot.T, True)
+            if (y_rot - y @ d.T).abs().max() < 1e-13:
+                return rot, d
+    raise RuntimeError("no accurate e3nn Wigner D in 100 draws")
 
 
 def einsum_product(x: torch.Tensor, y: torch.Tensor, l1: int, l2: int, lo: int) -> torch.Tensor:
