@@ -7,7 +7,7 @@ y polar), orthonormal normalisation, features ``[..., (L+1)**2]`` per channel.
 module                 contents
 =====================  ===========================================================================
 ``harmonics``          orthonormal real SH in e3nn's basis
-``grid``               Gauss-Legendre x uniform grids, the exactness rule ``exact_grid_size``
+``grid``               exact grids: Gauss-Legendre x uniform (``exact_grid_size``), Lebedev
 ``transforms``         ``GridTransform``: synthesis / adjoint on a grid (dense or separable)
 ``fused``              chunked, cache-resident products with any-order backward (eager mode)
 ``gaunt``              ``GauntProduct``, ``GauntPowers`` (route B), Gaunt coefficients
@@ -17,7 +17,7 @@ module                 contents
 
 from gaunt_md.so3.fourier import GauntProductFourier
 from gaunt_md.so3.gaunt import GauntPowers, GauntProduct, gaunt_coefficients, gaunt_tensor
-from gaunt_md.so3.grid import SphereGrid, exact_grid_size
+from gaunt_md.so3.grid import LebedevGrid, SphereGrid, exact_grid_size, smallest_exact_grid
 from gaunt_md.so3.harmonics import degree_of_index, num_coefficients, spherical_harmonics
 from gaunt_md.so3.transforms import GridTransform
 
@@ -26,11 +26,13 @@ __all__ = [
     "GauntProduct",
     "GauntProductFourier",
     "GridTransform",
+    "LebedevGrid",
     "SphereGrid",
     "degree_of_index",
     "exact_grid_size",
     "gaunt_coefficients",
     "gaunt_tensor",
     "num_coefficients",
+    "smallest_exact_grid",
     "spherical_harmonics",
 ]

@@ -37,21 +37,40 @@ absent.
 from __future__ import annotations
 
 import functools
+from typing import Union
 
 import numpy as np
 import torch
 from torch import nn
 
 from gaunt_md.so3 import fused
-from gaunt_md.so3.grid import SphereGrid, check_grid
+from gaunt_md.so3.grid import Grid, LebedevGrid, SphereGrid, check_grid, smallest_exact_grid
 from gaunt_md.so3.harmonics import num_coefficients
 from gaunt_md.so3.transforms import GridTransform
 
 
-def _grid(degree: int, grid: tuple[int, int] | None, allow_inexact: bool) -> SphereGrid:
-    sphere = SphereGrid.build(*grid) if grid is not None else SphereGrid.exact(degree)
+GridSpec = Union[tuple[int, int], str, SphereGrid, LebedevGrid, None]
+
+
+def _grid(degree: int, grid: GridSpec, allow_inexact: bool, separable: bool | None) -> Grid:
+    """Resolve the ``grid`` argument of the product modules and check its exactness."""
+    if grid is None:
+        sphere = SphereGrid.exact(degree) if separable else smallest_exact_grid(degree)
+    elif isinstance(grid, str):
+        kinds = {"gauss-legendre": SphereGrid.exact, "lebedev": LebedevGrid.exact}
+        if grid not in kinds:
+            raise ValueError(f"grid must be one of {sorted(kinds)}, a (n_beta, n_alpha) pair or a grid; got {grid!r}")
+        sphere = kinds[grid](degree)
+    elif isinstance(grid, (SphereGrid, LebedevGrid)):
+        sphere = grid
+    else:
+        sphere = SphereGrid.build(*grid)
     check_grid(sphere, degree, allow_inexact=allow_inexact)
     return sphere
+
+
+def _grid_shape(sphere: Grid) -> tuple[int, ...]:
+    return (sphere.n_beta, sphere.n_alpha) if isinstance(sphere, SphereGrid) else (sphere.size,)
 
 
 class GauntProduct(nn.Module):
@@ -60,11 +79,15 @@ class GauntProduct(nn.Module):
     Args:
         l1_max, l2_max: maximum degrees of the two inputs.
         l_out_max: maximum degree kept in the output (truncation is exact, never aliased).
-        grid: optional ``(n_beta, n_alpha)`` override; a grid too small for
-            ``D = l1_max + l2_max + l_out_max`` raises ``ValueError`` unless ``allow_inexact=True``
-            (tests only).
-        separable: force the separable (``True``) or dense (``False``) transforms; ``None`` picks
-            by size (:func:`~gaunt_md.so3.transforms.use_separable`).
+        grid: ``None`` (default): the exact grid with the fewest points for
+            ``D = l1_max + l2_max + l_out_max`` (Lebedev for ``D >= 3`` when SciPy >= 1.15 is
+            present, else Gauss-Legendre; :func:`~gaunt_md.so3.grid.smallest_exact_grid`);
+            ``"lebedev"`` or ``"gauss-legendre"``: the smallest exact grid of that kind; a pair
+            ``(n_beta, n_alpha)``: that Gauss-Legendre grid; or a grid object. A grid that is not
+            exact for ``D`` raises ``ValueError`` unless ``allow_inexact=True`` (tests only).
+        separable: force the separable (``True``, needs a Gauss-Legendre grid, which ``grid=None``
+            then picks) or dense (``False``) transforms; ``None`` picks by size
+            (:func:`~gaunt_md.so3.transforms.use_separable`).
         fused: opt in to the chunked CPU kernels of :mod:`gaunt_md.so3.fused` (a worker-thread
             pool with hand-written backward passes; eager CPU only). Off by default: at the
             model's sizes they were no faster, and on an oversubscribed machine with 2 torch
@@ -80,7 +103,7 @@ class GauntProduct(nn.Module):
         l2_max: int,
         l_out_max: int,
         *,
-        grid: tuple[int, int] | None = None,
+        grid: GridSpec = None,
         allow_inexact: bool = False,
         separable: bool | None = None,
         fused: bool = False,
@@ -90,8 +113,8 @@ class GauntProduct(nn.Module):
         if min(l1_max, l2_max, l_out_max) < 0:
             raise ValueError(f"degrees must be >= 0, got {(l1_max, l2_max, l_out_max)}")
         self.l1_max, self.l2_max, self.l_out_max = l1_max, l2_max, l_out_max
-        sphere = _grid(l1_max + l2_max + l_out_max, grid, allow_inexact)
-        self.grid_shape = (sphere.n_beta, sphere.n_alpha)
+        sphere = _grid(l1_max + l2_max + l_out_max, grid, allow_inexact, separable)
+        self.grid_shape, self.grid_name = _grid_shape(sphere), sphere.name
         self.t1 = GridTransform(l1_max, sphere, separable=separable)
         self.t2 = GridTransform(l2_max, sphere, separable=separable)
         self.t3 = GridTransform(l_out_max, sphere, separable=separable)
@@ -116,7 +139,7 @@ class GauntProduct(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"l1_max={self.l1_max}, l2_max={self.l2_max}, l_out_max={self.l_out_max}, "
-            f"grid={self.grid_shape[0]}x{self.grid_shape[1]}"
+            f"grid={self.grid_name}"
         )
 
 
@@ -136,7 +159,7 @@ class GauntPowers(nn.Module):
         nu_max: int,
         l_out_max: int,
         *,
-        grid: tuple[int, int] | None = None,
+        grid: GridSpec = None,
         allow_inexact: bool = False,
         separable: bool | None = None,
         fused: bool = False,
@@ -148,8 +171,8 @@ class GauntPowers(nn.Module):
         if min(l_max, l_out_max) < 0:
             raise ValueError(f"degrees must be >= 0, got l_max={l_max}, l_out_max={l_out_max}")
         self.l_max, self.nu_max, self.l_out_max = l_max, nu_max, l_out_max
-        sphere = _grid(nu_max * l_max + l_out_max, grid, allow_inexact)
-        self.grid_shape = (sphere.n_beta, sphere.n_alpha)
+        sphere = _grid(nu_max * l_max + l_out_max, grid, allow_inexact, separable)
+        self.grid_shape, self.grid_name = _grid_shape(sphere), sphere.name
         self.t = GridTransform(l_max, sphere, separable=separable)
         self.t_out = GridTransform(l_out_max, sphere, separable=separable)
         self.k, self.k_out = num_coefficients(l_max), num_coefficients(l_out_max)
@@ -170,7 +193,7 @@ class GauntPowers(nn.Module):
         for _ in range(self.nu_max - 1):
             p = p * f
             powers.append(p)
-        g = self.t.n_beta * self.t.n_alpha
+        g = self.t.grid_size
         z = self.t_out.adjoint(torch.stack(powers, dim=1).reshape(-1, g))  # [B nu, K_out]
         return z.reshape(a.shape[0], self.nu_max, self.k_out)
 
@@ -181,7 +204,7 @@ class GauntPowers(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"l_max={self.l_max}, nu_max={self.nu_max}, l_out_max={self.l_out_max}, "
-            f"grid={self.grid_shape[0]}x{self.grid_shape[1]}"
+            f"grid={self.grid_name}"
         )
 
 

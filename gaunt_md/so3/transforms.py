@@ -1,7 +1,9 @@
 r"""Sphere-grid transforms: SH coefficients to grid values (synthesis) and back (adjoint).
 
-On a :class:`~gaunt_md.so3.grid.SphereGrid` (``n_beta`` Gauss-Legendre rows x ``n_alpha`` uniform
-columns, point ``g = i * n_alpha + j``) e3nn's real harmonics factorise (gtp.md section 3.3):
+On any grid (Lebedev or Gauss-Legendre, :mod:`gaunt_md.so3.grid`) the transforms are dense GEMMs
+with the ``[K, G]`` table of harmonics. On a :class:`~gaunt_md.so3.grid.SphereGrid` (``n_beta``
+Gauss-Legendre rows x ``n_alpha`` uniform columns, point ``g = i * n_alpha + j``) e3nn's real
+harmonics also factorise (gtp.md section 3.3), which allows separable transforms:
 
 .. math::
 
@@ -49,7 +51,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from gaunt_md.so3.grid import SphereGrid
+from gaunt_md.so3.grid import Grid, LebedevGrid
 from gaunt_md.so3.harmonics import num_coefficients, spherical_harmonics
 
 
@@ -133,37 +135,48 @@ class GridTransform(nn.Module):
 
     Args:
         l_max: maximum degree of the coefficients.
-        grid: the quadrature grid (exactness is the caller's business, see ``check_grid``).
+        grid: the quadrature grid (exactness is the caller's business, see ``check_grid``);
+            separable transforms need a Gauss-Legendre :class:`~gaunt_md.so3.grid.SphereGrid`.
         separable: force the separable (``True``) or dense (``False``) path for both maps; ``None``
             picks each by size (:func:`use_separable`).
     """
 
-    def __init__(self, l_max: int, grid: SphereGrid, *, separable: bool | None = None) -> None:
+    def __init__(self, l_max: int, grid: Grid, *, separable: bool | None = None) -> None:
         super().__init__()
         self.l_max = l_max
-        self.n_beta, self.n_alpha = grid.n_beta, grid.n_alpha
         self.grid_size = grid.size  # G
         self.num_coefficients = num_coefficients(l_max)  # K
-        if separable is None:  # plain ops: dense (measured faster up to L = 12); chunks: by size
-            self.separable_synthesis = self.separable_adjoint = False
-            self.chunk_separable_synthesis, self.chunk_separable_adjoint = use_separable(
-                l_max, grid.n_beta, grid.n_alpha
-            )
-        else:
-            self.separable_synthesis = self.separable_adjoint = bool(separable)
-            self.chunk_separable_synthesis = self.chunk_separable_adjoint = bool(separable)
         y = grid.harmonics(l_max)[:, : self.num_coefficients].T  # [K, G]
-        cos_beta = grid.points.reshape(grid.n_beta, grid.n_alpha, 3)[:, 0, 1]
-        w_beta = grid.weights.reshape(grid.n_beta, grid.n_alpha)[:, 0]  # GL weight * 2 pi / n_alpha
-        alpha = 2.0 * np.pi * np.arange(grid.n_alpha) / grid.n_alpha
-        leg = legendre_table(l_max, cos_beta)  # [M, L+1, n_beta]
-        gather, scatter = _slot_indices(l_max)
         self.register_buffer("weights", _buffer(grid.weights), persistent=False)  # [G]
         self.register_buffer("table", _buffer(y), persistent=False)  # [K, G]
         self.register_buffer("table_w", _buffer(y * grid.weights), persistent=False)  # [K, G]
+        if isinstance(grid, LebedevGrid):  # no product structure: dense only
+            if separable:
+                raise ValueError(f"separable transforms need a Gauss-Legendre grid, got {grid.name}")
+            self.n_beta, self.n_alpha = 0, 0
+            self.separable_synthesis = self.separable_adjoint = False
+            self.chunk_separable_synthesis = self.chunk_separable_adjoint = False
+            leg, alpha_s = np.zeros((0, 0, 0)), np.zeros((0, 0))
+            w_beta = np.zeros(0)
+            gather, scatter = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        else:
+            self.n_beta, self.n_alpha = grid.n_beta, grid.n_alpha
+            if separable is None:  # plain ops: dense (measured faster up to L = 12); chunks: by size
+                self.separable_synthesis = self.separable_adjoint = False
+                self.chunk_separable_synthesis, self.chunk_separable_adjoint = use_separable(
+                    l_max, grid.n_beta, grid.n_alpha
+                )
+            else:
+                self.separable_synthesis = self.separable_adjoint = bool(separable)
+                self.chunk_separable_synthesis = self.chunk_separable_adjoint = bool(separable)
+            cos_beta = grid.points.reshape(grid.n_beta, grid.n_alpha, 3)[:, 0, 1]
+            w_beta = grid.weights.reshape(grid.n_beta, grid.n_alpha)[:, 0]  # GL weight * 2 pi / n_alpha
+            leg = legendre_table(l_max, cos_beta)  # [M, L+1, n_beta]
+            alpha_s = alpha_basis(l_max, 2.0 * np.pi * np.arange(grid.n_alpha) / grid.n_alpha)  # [M, n_alpha]
+            gather, scatter = _slot_indices(l_max)
         self.register_buffer("legendre", _buffer(leg), persistent=False)  # [M, L+1, n_beta]
         self.register_buffer("legendre_w", _buffer(leg * w_beta), persistent=False)  # [M, L+1, n_beta]
-        self.register_buffer("alpha", _buffer(alpha_basis(l_max, alpha)), persistent=False)  # [M, n_alpha]
+        self.register_buffer("alpha", _buffer(alpha_s), persistent=False)  # [M, n_alpha]
         self.register_buffer("gather", torch.from_numpy(gather), persistent=False)  # [M (L+1)]
         self.register_buffer("scatter", torch.from_numpy(scatter), persistent=False)  # [K]
 
@@ -198,7 +211,7 @@ class GridTransform(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"l_max={self.l_max}, grid={self.n_beta}x{self.n_alpha}, separable synthesis/adjoint: "
+            f"l_max={self.l_max}, grid points={self.grid_size}, separable synthesis/adjoint: "
             f"plain {self.separable_synthesis}/{self.separable_adjoint}, "
             f"chunked {self.chunk_separable_synthesis}/{self.chunk_separable_adjoint}"
         )

@@ -15,6 +15,7 @@ from conftest import e3nn_float64, einsum_product, kappa, random_rotation
 from e3nn import o3
 
 from gaunt_md.so3 import GauntPowers, GauntProduct, GauntProductFourier, exact_grid_size
+from gaunt_md.so3.grid import LEBEDEV_ORDERS, LebedevGrid, lebedev_order
 
 F64 = torch.float64
 
@@ -83,6 +84,33 @@ def test_one_grid_point_fewer_in_beta_or_alpha_breaks_exactness(gen, dims):
     for grid in [(n_beta - 1, n_alpha), (n_beta, n_alpha - 1)]:
         z = GauntProduct(l1, l2, lo, grid=grid, allow_inexact=True)(x, y)
         assert _rel(z, ref) > 1e-3, grid
+
+
+@pytest.mark.parametrize("dims", [(3, 3, 3), (3, 3, 6), (1, 2, 2), (5, 5, 5)])
+def test_lebedev_rule_exact_at_order_d_and_not_below(gen, dims):
+    l1, l2, lo = dims
+    d = l1 + l2 + lo
+    x, y = _rand(gen, 64, (l1 + 1) ** 2), _rand(gen, 64, (l2 + 1) ** 2)
+    ref = einsum_product(x, y, l1, l2, lo)
+    order = lebedev_order(d)
+    assert order >= d and order - 2 < d  # the smallest odd order >= D
+    assert _rel(GauntProduct(l1, l2, lo, grid=LebedevGrid.build(order))(x, y), ref) < 1e-13
+    lower = LEBEDEV_ORDERS[LEBEDEV_ORDERS.index(order) - 1]
+    with pytest.raises(ValueError, match="not exact"):
+        GauntProduct(l1, l2, lo, grid=LebedevGrid.build(lower))
+    assert _rel(GauntProduct(l1, l2, lo, grid=LebedevGrid.build(lower), allow_inexact=True)(x, y), ref) > 1e-3
+
+
+def test_grid_choice():
+    assert GauntProduct(3, 3, 3).grid_name == "lebedev order 9 (38 points)"  # < 5 x 10 = 50 points
+    assert GauntProduct(3, 3, 3, grid="gauss-legendre").grid_shape == (5, 10)
+    assert GauntProduct(3, 3, 3, separable=True).grid_shape == (5, 10)  # separable needs GL
+    assert GauntProduct(1, 1, 0).grid_shape == (2, 3)  # D = 2: GL 6 points, Lebedev 6: GL wins ties
+    assert GauntPowers(3, 3, 2, grid="lebedev").grid_shape == (50,)
+    with pytest.raises(ValueError, match="Gauss-Legendre"):
+        GauntProduct(3, 3, 3, grid="lebedev", separable=True)
+    with pytest.raises(ValueError, match="grid must be one of"):
+        GauntProduct(3, 3, 3, grid="lebedov")
 
 
 def test_powers_grid_threshold(gen):
