@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from gaunt_md.so3 import fused
-from gaunt_md.so3.grid import Grid, LebedevGrid, SphereGrid, check_grid, smallest_exact_grid
+from gaunt_md.so3.grid import Grid, LebedevGrid, SphereGrid, check_grid
 from gaunt_md.so3.harmonics import num_coefficients
 from gaunt_md.so3.transforms import GridTransform
 
@@ -55,7 +55,7 @@ GridSpec = Union[tuple[int, int], str, SphereGrid, LebedevGrid, None]
 def _grid(degree: int, grid: GridSpec, allow_inexact: bool, separable: bool | None) -> Grid:
     """Resolve the ``grid`` argument of the product modules and check its exactness."""
     if grid is None:
-        sphere = SphereGrid.exact(degree) if separable else smallest_exact_grid(degree)
+        sphere = SphereGrid.exact(degree)
     elif isinstance(grid, str):
         kinds = {"gauss-legendre": SphereGrid.exact, "lebedev": LebedevGrid.exact}
         if grid not in kinds:
@@ -79,14 +79,13 @@ class GauntProduct(nn.Module):
     Args:
         l1_max, l2_max: maximum degrees of the two inputs.
         l_out_max: maximum degree kept in the output (truncation is exact, never aliased).
-        grid: ``None`` (default): the exact grid with the fewest points for
-            ``D = l1_max + l2_max + l_out_max`` (Lebedev for ``D >= 3`` when SciPy >= 1.15 is
-            present, else Gauss-Legendre; :func:`~gaunt_md.so3.grid.smallest_exact_grid`);
-            ``"lebedev"`` or ``"gauss-legendre"``: the smallest exact grid of that kind; a pair
+        grid: ``None`` or ``"gauss-legendre"`` (default): the smallest exact Gauss-Legendre x
+            uniform grid for ``D = l1_max + l2_max + l_out_max`` (route B of gtp.md, the same
+            grid whatever SciPy is installed); ``"lebedev"``: the smallest exact Lebedev rule
+            (opt-in, SciPy >= 1.15; about 0.7x the points, dense transforms only); a pair
             ``(n_beta, n_alpha)``: that Gauss-Legendre grid; or a grid object. A grid that is not
             exact for ``D`` raises ``ValueError`` unless ``allow_inexact=True`` (tests only).
-        separable: force the separable (``True``, needs a Gauss-Legendre grid, which ``grid=None``
-            then picks) or dense (``False``) transforms; ``None`` picks by size
+        separable: force the separable (``True``, needs a Gauss-Legendre grid) or dense (``False``) transforms; ``None`` picks by size
             (:func:`~gaunt_md.so3.transforms.use_separable`).
         fused: opt in to the chunked CPU kernels of :mod:`gaunt_md.so3.fused` (a worker-thread
             pool with hand-written backward passes; eager CPU only). Off by default: at the
@@ -180,7 +179,7 @@ class GauntPowers(nn.Module):
     def forward(self, a: torch.Tensor) -> torch.Tensor:
         lead = a.shape[:-1]
         a2 = a.reshape(-1, self.k)  # [B, K]
-        if torch.jit.is_scripting() or a2.device.type != "cpu":
+        if torch.jit.is_scripting() or not self.fused or a2.device.type != "cpu":
             z = self._plain(a2)
         else:
             z = self._fused(a2)

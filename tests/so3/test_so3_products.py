@@ -15,7 +15,7 @@ from conftest import e3nn_float64, einsum_product, kappa, random_rotation
 from e3nn import o3
 
 from gaunt_md.so3 import GauntPowers, GauntProduct, GauntProductFourier, exact_grid_size
-from gaunt_md.so3.grid import LEBEDEV_ORDERS, LebedevGrid, lebedev_order
+from gaunt_md.so3.grid import LEBEDEV_ORDERS, LebedevGrid, lebedev_order, smallest_exact_grid
 
 F64 = torch.float64
 
@@ -102,11 +102,15 @@ def test_lebedev_rule_exact_at_order_d_and_not_below(gen, dims):
 
 
 def test_grid_choice():
-    assert GauntProduct(3, 3, 3).grid_name == "lebedev order 9 (38 points)"  # < 5 x 10 = 50 points
+    # route B (Gauss-Legendre x uniform) by default, whatever SciPy offers; Lebedev on request
+    assert GauntProduct(3, 3, 3).grid_shape == (5, 10)
     assert GauntProduct(3, 3, 3, grid="gauss-legendre").grid_shape == (5, 10)
-    assert GauntProduct(3, 3, 3, separable=True).grid_shape == (5, 10)  # separable needs GL
-    assert GauntProduct(1, 1, 0).grid_shape == (2, 3)  # D = 2: GL 6 points, Lebedev 6: GL wins ties
+    assert GauntProduct(3, 3, 3, grid="lebedev").grid_name == "lebedev order 9 (38 points)"
+    assert GauntProduct(3, 3, 3, separable=True).grid_shape == (5, 10)
+    assert GauntPowers(3, 3, 2).grid_shape == (6, 12)
     assert GauntPowers(3, 3, 2, grid="lebedev").grid_shape == (50,)
+    assert smallest_exact_grid(9).name == "lebedev order 9 (38 points)"
+    assert smallest_exact_grid(2).name == "gauss-legendre 2x3"  # 6 points each: GL wins ties
     with pytest.raises(ValueError, match="Gauss-Legendre"):
         GauntProduct(3, 3, 3, grid="lebedev", separable=True)
     with pytest.raises(ValueError, match="grid must be one of"):
