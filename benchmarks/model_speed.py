@@ -180,7 +180,11 @@ def make_calculator(model: str, path: str, dtype: str, nl_box: list):
 def worker(spec: dict) -> dict:
     import torch
 
+    from gaunt_md.runtime import keep_freed_memory
+
     torch.set_num_threads(spec["threads"])
+    if spec.get("malloc", "keep") == "keep":
+        keep_freed_memory()  # what the gaunt-md commands do; applied to both models alike
     nl_box = [0.0]
     if spec["model"] == "gaunt":
         import gaunt_md.calculator  # noqa: F401
@@ -252,7 +256,7 @@ def speed_table(args, models: dict, with_mace: bool) -> None:
             for dtype in args.dtypes:
                 for model in names if r % 2 == 0 else names[::-1]:
                     spec = dict(model=model, path=models[family][model], system=system, dtype=dtype,
-                                min_calls=args.min_calls, min_time=args.min_time, threads=args.threads)
+                                min_calls=args.min_calls, min_time=args.min_time, threads=args.threads, malloc=args.malloc)
                     res = run_worker(spec, args.omp_active)
                     key = (system, dtype, model)
                     if key not in best or res["median_s"] < best[key]["median_s"]:
@@ -418,6 +422,9 @@ def main() -> None:
     parser.add_argument("--no-mace", action="store_true")
     parser.add_argument("--threads", type=int, default=THREADS, help="torch threads per worker")
     parser.add_argument("--omp-active", action="store_true", help="do not set OMP_WAIT_POLICY=PASSIVE")
+    parser.add_argument("--malloc", choices=["keep", "default"], default="keep",
+                        help="keep: workers call gaunt_md.runtime.keep_freed_memory() (as the CLI does), "
+                        "for gaunt and MACE alike; default: glibc's defaults")
     parser.add_argument("--batch", action="store_true", help="calculate_batch vs a loop of single calls")
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--profile", action="store_true", help="torch.profiler breakdown of the gaunt model")
@@ -428,6 +435,10 @@ def main() -> None:
         return
     if not args.omp_active:  # this process too (--batch, --profile); before anything imports torch
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if args.malloc == "keep" and (args.batch or args.profile):  # these run in this process
+        from gaunt_md.runtime import keep_freed_memory
+
+        keep_freed_memory()
     if args.big:
         args.systems = list(dict.fromkeys(args.systems + list(BIG)))
     with_mace = not args.no_mace and has_mace()
@@ -435,7 +446,7 @@ def main() -> None:
         print("MACE not installed (`import mace` failed): MACE columns skipped")
     print(f"# {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, load average "
           f"{tuple(round(x, 1) for x in os.getloadavg())}, {args.threads} torch threads, "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'default')}")
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'default')}, allocator: {args.malloc}")
     with tempfile.TemporaryDirectory() as tmp:
         models = make_models(Path(tmp), with_mace and not (args.batch or args.profile))
         for family, paths in models.items():

@@ -93,7 +93,9 @@ class GauntCalculator(Calculator):
         self.dtype = resolve_dtype(dtype)
         path = resolve_model(model)
         potential, header = load_checkpoint(path, dtype=self.dtype, device=self.device)
-        self.potential = potential
+        # inference only: forces need gradients w.r.t. edge vectors, never w.r.t. weights, and
+        # frozen weights let autograd skip saving what their gradients would need
+        self.potential = potential.eval().requires_grad_(False)
         self.forcefield = ForceField(potential)
         self.metadata = header
         self.cutoff = float(potential.config.cutoff)

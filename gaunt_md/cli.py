@@ -27,6 +27,7 @@ from typing import Any  # noqa: E402
 
 import gaunt_md  # noqa: E402
 from gaunt_md.errors import GauntError
+from gaunt_md.runtime import keep_freed_memory, limit_blas_threads  # noqa: E402
 
 log = logging.getLogger("gaunt_md.cli")
 
@@ -216,38 +217,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 # --------------------------------------------------------------------------- helpers
 
 
-def limit_blas_threads(n: int = 1) -> int:
-    """Cap OpenBLAS threads of this process at ``n`` unless ``OPENBLAS_NUM_THREADS`` is set.
-
-    The drivers' BLAS work is on 3x3 matrices (cell filters) and small phonopy arrays, where
-    threads only add overhead; on a busy machine OpenBLAS's spinning threads made a 40-step cell
-    relaxation 20x slower (36 s instead of 1.9 s). The CLI owns its process, so it may do this;
-    library code never does. Returns the number of libraries capped (Linux only; best effort).
-    """
-    import ctypes
-
-    if "OPENBLAS_NUM_THREADS" in os.environ or not os.path.exists("/proc/self/maps"):
-        return 0
-    import numpy.linalg  # noqa: F401 - load the BLAS libraries first
-    import scipy.linalg  # noqa: F401
-
-    paths = {ln.split()[-1] for ln in open("/proc/self/maps") if "openblas" in ln.lower() and "/" in ln}
-    capped = 0
-    for path in sorted(paths):
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for sym in ("openblas_set_num_threads", "openblas_set_num_threads64_",
-                    "scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads"):
-            fn = getattr(lib, sym, None)
-            if fn is not None:
-                fn(int(n))
-                capped += 1
-                break
-    return capped
-
-
 def _calculator(args: argparse.Namespace):
     import yaml
 
@@ -428,6 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parse_args(argv)
         limit_blas_threads(1)
+        keep_freed_memory()
         if args.command in _STRUCTURE_COMMANDS:
             return _run_structure_command(args, argv)
         if args.command == "models":

@@ -217,14 +217,17 @@ def _search_cell(
 
 def _check_image_count(search_cell: np.ndarray, pbc: np.ndarray, cutoff: float) -> None:
     """Raise if a periodic axis is so thin that the edge list would be absurdly large."""
-    volume = abs(float(np.linalg.det(search_cell)))
+    # the distance between the two faces normal to axis k is 1 / |column k of inv(cell)|
+    try:
+        inverse = np.linalg.inv(search_cell)
+    except np.linalg.LinAlgError:
+        inverse = None
+    if inverse is None or not np.isfinite(inverse).all():
+        raise StructureError(f"degenerate cell {search_cell.tolist()} (zero volume)")
+    heights = 1.0 / np.sqrt(np.einsum("ij,ij->j", inverse, inverse))
     n_cells = 1
     for axis in np.flatnonzero(pbc):
-        others = [k for k in range(3) if k != axis]
-        area = float(np.linalg.norm(np.cross(search_cell[others[0]], search_cell[others[1]])))
-        height = volume / area if area > 0.0 else 0.0
-        if height <= 0.0:
-            raise StructureError(f"degenerate cell {search_cell.tolist()} (zero volume)")
+        height = float(heights[axis])
         n_cells *= 2 * math.ceil(cutoff / height) + 1
         if n_cells > MAX_IMAGE_CELLS:
             raise StructureError(

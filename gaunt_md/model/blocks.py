@@ -84,8 +84,13 @@ class EdgeConvolution(nn.Module):
             mask = (deg_out == l3).to(torch.float64)
             block[:, l3] = g.permute(1, 0, 2) * mask
         self.register_buffer("coupling", block.reshape(k_edge, -1).contiguous())  # [K_A, (L_A+1) K_in K_A]
-        self.register_buffer("degree_in", degree_of_index(l_in), persistent=False)
         self.radial = RadialMLP(list(radial_widths) + [num_channels * (l_edge + 1) * (l_in + 1)])
+        # R[e, c, l3, deg(a)] laid out as [E, C, L_A+1, K_in] straight from the MLP's last layer
+        # (gathering its weight columns is cheaper than an index_select over [E, ...] and its backward)
+        radial_index = torch.arange(num_channels * (l_edge + 1) * (l_in + 1)).view(num_channels, l_edge + 1, l_in + 1)
+        self.register_buffer(
+            "radial_columns", radial_index.index_select(2, degree_of_index(l_in)).reshape(-1), persistent=False
+        )
         self.inv_avg_num_neighbors = 1.0 / avg_num_neighbors
         self.k_in, self.k_edge = k_in, k_edge
 
@@ -99,9 +104,11 @@ class EdgeConvolution(nn.Module):
         n_edges = edge_sh.shape[0]
         rows = (self.l_edge + 1) * self.k_in
         t = torch.matmul(edge_sh, self.coupling).view(n_edges, rows, self.k_edge)  # [E, (l3, a), K_A]
-        weights = self.radial(edge_basis).view(n_edges, self.c, self.l_edge + 1, self.l_in + 1)
         if self.l_in > 0:
-            weights = weights.index_select(3, self.degree_in)  # [E, C, L_A+1, K_in]
+            weights = self.radial(edge_basis, self.radial_columns)
+        else:
+            weights = self.radial(edge_basis)
+        weights = weights.view(n_edges, self.c, self.l_edge + 1, self.k_in)  # [E, C, L_A+1, K_in]
         h_j = h.index_select(0, edge_index[0]).unsqueeze(2)  # [E, C, 1, K_in]
         x = (weights * h_j).view(n_edges, self.c, rows)  # [E, C, (l3, a)]
         message = torch.bmm(x, t)  # [E, C, K_A]

@@ -14,6 +14,7 @@ The MLP has no biases and ``SiLU(0) = 0``, so its output vanishes with the basis
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 from torch import nn
@@ -58,6 +59,10 @@ class Dense(nn.Module):
         # scale the (small) weight, not the (large) activation: one pass less over [E, n_out]
         return torch.matmul(x, self.weight * (self.scale * gain))
 
+    def forward_columns(self, x: torch.Tensor, columns: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
+        """``forward(x)[:, columns]``, computed by gathering weight columns (not output columns)."""
+        return torch.matmul(x, self.weight.index_select(1, columns) * (self.scale * gain))
+
 
 class RadialMLP(nn.Module):
     """Bias-free SiLU MLP ``[E, widths[0]] -> [E, widths[-1]]``."""
@@ -68,10 +73,16 @@ class RadialMLP(nn.Module):
         # SiLU of a unit normal has second moment ~0.3557: rescale to keep activations O(1)
         self.act_gain = 1.0 / math.sqrt(0.3557)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, columns: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``columns``: return only (or repeat) these output columns, ``MLP(x)[:, columns]``."""
+        last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             # the SiLU gain of the previous layer is folded into this layer's weight
-            x = layer(x, 1.0 if i == 0 else self.act_gain)
-            if i < len(self.layers) - 1:
+            gain = 1.0 if i == 0 else self.act_gain
+            if i == last and columns is not None:
+                x = layer.forward_columns(x, columns, gain)
+            else:
+                x = layer(x, gain)
+            if i < last:
                 x = torch.nn.functional.silu(x)
         return x

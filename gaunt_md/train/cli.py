@@ -119,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from gaunt_md.errors import GauntError
+    from gaunt_md.runtime import keep_freed_memory
 
+    keep_freed_memory()  # this process is the application (gaunt_md.runtime)
     try:
         return args.func(args)
     except GauntError as exc:

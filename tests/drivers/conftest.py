@@ -24,7 +24,7 @@ from ase.build import bulk
 @pytest.fixture(scope="session", autouse=True)
 def _single_blas_thread():
     """OpenBLAS threads spin on a busy 2-core machine: 20x slower 3x3 algebra in cell filters."""
-    from gaunt_md.cli import limit_blas_threads
+    from gaunt_md.runtime import limit_blas_threads
 
     limit_blas_threads(1)
 
