@@ -8,6 +8,8 @@ machine hit all of them alike:
 =============  ==================================================================================
 grid           ``GauntProduct`` (route B) as the model uses it: plain tensor ops (the default; the
                same code runs under ``torch.jit.script`` and on GPUs)
+grid-lebedev   ``GauntProduct(..., grid="lebedev")``: the smallest exact Lebedev rule (opt-in,
+               about 0.7x the points of the Gauss-Legendre grid, dense transforms only)
 grid-fused     ``GauntProduct(..., fused=True)``: chunked kernels on a pool of single-threaded
                workers with hand-written backward passes (eager CPU only, opt-in)
 fourier        ``GauntProductFourier`` (route A: 2D Fourier coefficients + FFT)
@@ -87,6 +89,8 @@ def build_methods(l_max: int, channels: int, dtype: torch.dtype, skip: set[str])
     """name -> ``f(x, y)`` on ``[N, C, K]`` tensors."""
     methods: dict[str, Callable] = {}
     methods["grid"] = GauntProduct(l_max, l_max, l_max).to(dtype)
+    if "grid-lebedev" not in skip:
+        methods["grid-lebedev"] = GauntProduct(l_max, l_max, l_max, grid="lebedev").to(dtype)
     if "grid-fused" not in skip:
         methods["grid-fused"] = GauntProduct(l_max, l_max, l_max, fused=True).to(dtype)
     if "fourier" not in skip:
@@ -169,15 +173,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget", type=float, default=40.0, help="seconds per case and pass before stopping early")
     ap.add_argument("--skip", nargs="*", default=[], help="methods to leave out, e.g. e3nn-full fourier")
     ap.add_argument("--quick", action="store_true", help="L = 1 3 6, C = 128, 5 rounds, 10 s budget")
+    ap.add_argument("--malloc", choices=["keep", "default"], default="keep",
+                    help="keep: gaunt_md.runtime.keep_freed_memory() for every method alike (what the "
+                    "gaunt-md commands do); default: glibc's defaults")
     ap.add_argument("--omp-active", action="store_true", help="do not set OMP_WAIT_POLICY=PASSIVE")
     args = ap.parse_args(argv)
     if args.quick:
         args.lmax, args.channels, args.repeats, args.budget = [1, 3, 6], [128], 5, 10.0
     torch.set_num_threads(args.threads)
+    if args.malloc == "keep":
+        from gaunt_md.runtime import keep_freed_memory
+
+        keep_freed_memory()
     dtype = getattr(torch, args.dtype)
     print(f"# torch {torch.__version__}, e3nn {e3nn.__version__}, {platform.machine()}, "
           f"threads {torch.get_num_threads()}, {args.dtype}, N = {args.nodes}, "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'default')}", flush=True)
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'default')}, allocator {args.malloc}", flush=True)
     print(f"# command: python {' '.join(sys.argv)}", flush=True)
     print(f"# load average at start: {' '.join(f'{v:.2f}' for v in os.getloadavg())} on {os.cpu_count()} CPUs", flush=True)
     rows = []

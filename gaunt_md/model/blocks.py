@@ -49,7 +49,7 @@ class SpeciesLinear(nn.Module):
 
 
 class EdgeConvolution(nn.Module):
-    r"""Message ``A_i = (1/n_avg) sum_j sum_{l1} R_{l1 l3}(r_ij) [h_j^{(l1)} (x)_Gaunt Y(r_ij)]_{l3}``.
+    r"""Message ``A_i = (s/n_avg) sum_j sum_{l1} R_{l1 l3}(r_ij) [h_j^{(l1)} (x)_Gaunt Y(r_ij)]_{l3}``.
 
     The channel-wise product of neighbour features (degree <= ``l_in``) with the edge harmonics
     (degree <= ``l_edge``) keeps the Gaunt couplings ``G[l1 m1, l2 m2, l3 m3]`` (even
@@ -64,6 +64,8 @@ class EdgeConvolution(nn.Module):
     and one batched matmul ``x_e @ T_e`` gives the message: a single ``[E, C, K_A]`` tensor is
     written per layer (the edge tensors dominate memory traffic on CPU). ``4 pi`` makes a scalar
     times ``T_e`` the "component"-normalised harmonics (unit variance per entry, as in MACE).
+    ``s`` (``message_scale``) is fixed from training data before training
+    (:func:`gaunt_md.train.stats.message_scales`) so that the product basis sees unit-scale inputs.
     """
 
     def __init__(
@@ -73,6 +75,7 @@ class EdgeConvolution(nn.Module):
         l_edge: int,
         radial_widths: list[int],
         avg_num_neighbors: float,
+        message_scale: float = 1.0,
     ) -> None:
         super().__init__()
         self.l_in, self.l_edge, self.c = l_in, l_edge, num_channels
@@ -91,7 +94,7 @@ class EdgeConvolution(nn.Module):
         self.register_buffer(
             "radial_columns", radial_index.index_select(2, degree_of_index(l_in)).reshape(-1), persistent=False
         )
-        self.inv_avg_num_neighbors = 1.0 / avg_num_neighbors
+        self.norm = float(message_scale) / avg_num_neighbors
         self.k_in, self.k_edge = k_in, k_edge
 
     def forward(
@@ -114,7 +117,7 @@ class EdgeConvolution(nn.Module):
         message = torch.bmm(x, t)  # [E, C, K_A]
         out = torch.zeros(h.shape[0], self.c, self.k_edge, dtype=h.dtype, device=h.device)
         out = out.index_add(0, edge_index[1], message)  # [N, C, K_A]
-        return out * self.inv_avg_num_neighbors
+        return out * self.norm
 
 
 def _power_stds(l_in: int, nu_max: int, l_out: int, powers: GauntPowers) -> torch.Tensor:
@@ -164,10 +167,11 @@ class InteractionLayer(nn.Module):
         num_species: int,
         radial_widths: list[int],
         avg_num_neighbors: float,
+        message_scale: float = 1.0,
     ) -> None:
         super().__init__()
         self.linear_up = EquivariantLinear(num_channels, num_channels, l_in)
-        self.conv = EdgeConvolution(num_channels, l_in, l_edge, radial_widths, avg_num_neighbors)
+        self.conv = EdgeConvolution(num_channels, l_in, l_edge, radial_widths, avg_num_neighbors, message_scale)
         self.linear_message = EquivariantLinear(num_channels, num_channels, l_edge)
         self.product = GauntProductBasis(num_channels, l_edge, nu_max, l_out, num_species)
         self.linear_out = EquivariantLinear(num_channels, num_channels, l_out)

@@ -33,6 +33,9 @@ class ModelConfig:
     radial_hidden       widths of the radial MLP's hidden layers               --
     readout_hidden      width of the last layer's readout MLP                  --
     avg_num_neighbors   messages are divided by this                           --
+    message_scales      per layer, multiplies the messages A_i so that the     --
+                        product basis sees unit-scale inputs at init; empty
+                        = 1 (configs before this field)
     atomic_energies     E0 per element, same order as ``elements``             eV
     scale, shift        E_i = E0[z_i] + scale * sum_t e_i^t + shift            eV
     ==================  =====================================================  ========
@@ -50,6 +53,7 @@ class ModelConfig:
     radial_hidden: tuple[int, ...] = (64, 64, 64)
     readout_hidden: int = 16
     avg_num_neighbors: float = 20.0
+    message_scales: tuple[float, ...] = ()
     atomic_energies: tuple[float, ...] = field(default=())
     scale: float = 1.0
     shift: float = 0.0
@@ -57,6 +61,7 @@ class ModelConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "elements", tuple(int(z) for z in self.elements))
         object.__setattr__(self, "radial_hidden", tuple(int(w) for w in self.radial_hidden))
+        object.__setattr__(self, "message_scales", tuple(float(x) for x in self.message_scales))
         e0 = tuple(float(e) for e in self.atomic_energies) or (0.0,) * len(self.elements)
         object.__setattr__(self, "atomic_energies", e0)
         problems = []
@@ -80,6 +85,13 @@ class ModelConfig:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.avg_num_neighbors <= 0:
             problems.append(f"avg_num_neighbors must be positive, got {self.avg_num_neighbors}")
+        if self.message_scales and (
+            len(self.message_scales) != self.num_layers
+            or not all(0.0 < x < float("inf") for x in self.message_scales)
+        ):
+            problems.append(
+                f"message_scales must be empty or {self.num_layers} positive numbers, got {self.message_scales}"
+            )
         if problems:
             raise ValueError("invalid ModelConfig: " + "; ".join(problems))
 
@@ -88,7 +100,15 @@ class ModelConfig:
         d["elements"] = list(self.elements)
         d["radial_hidden"] = list(self.radial_hidden)
         d["atomic_energies"] = list(self.atomic_energies)
+        if self.message_scales:
+            d["message_scales"] = list(self.message_scales)
+        else:  # checkpoints and training states from before the field stay byte-identical
+            del d["message_scales"]
         return d
+
+    def message_scale(self, layer: int) -> float:
+        """The factor on layer ``layer``'s messages (1.0 when ``message_scales`` is empty)."""
+        return self.message_scales[layer] if self.message_scales else 1.0
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":

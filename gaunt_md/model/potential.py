@@ -61,7 +61,8 @@ class GauntPotential(nn.Module):
             l_out = 0 if last else config.l_max_hidden
             layers.append(
                 InteractionLayer(
-                    c, l_in, config.l_max_edge, l_out, config.correlation, n_species, widths, config.avg_num_neighbors
+                    c, l_in, config.l_max_edge, l_out, config.correlation, n_species, widths,
+                    config.avg_num_neighbors, config.message_scale(t),
                 )
             )
             readouts.append(ScalarReadout(c, config.readout_hidden if last else 0))

@@ -27,9 +27,18 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         if f.name in ("train_files", "e0_files", "radial_hidden"):
             kind = int if f.name == "radial_hidden" else str
             parser.add_argument(flag, nargs="+", type=kind, default=None, help=f"({f.name})")
+        elif isinstance(default, bool):
+            parser.add_argument(flag, type=_boolean, default=None, metavar="{true,false}", help=f"default: {default}")
         else:
             parser.add_argument(flag, type=type(default) if default is not None else str, default=None,
                                 help=f"default: {default}")
+
+
+def _boolean(text: str) -> bool:
+    value = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}.get(text.lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

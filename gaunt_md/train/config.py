@@ -31,6 +31,9 @@ class TrainConfig:
     num_layers: int = 2
     num_bessel: int = 8
     radial_hidden: list[int] = field(default_factory=lambda: [64, 64, 64])
+    # scale each layer's messages to unit rms at init, measured on training frames (ModelConfig.
+    # message_scales); false reproduces models trained before this option existed
+    normalize_messages: bool = True
     # optimisation
     epochs: int = 100
     batch_size: int = 4

@@ -1,13 +1,17 @@
-"""Data statistics that fix a model's normalisation before training: E0s, scale, shift, neighbours.
+"""Data statistics that fix a model's normalisation before training: E0s, scale, shift, neighbours
+and the message scales.
 
-All functions are pure and take :class:`~gaunt_md.data.datasets.LabelledStructure` lists.
+All functions but :func:`message_scales` (which runs the initial model) are pure and take
+:class:`~gaunt_md.data.datasets.LabelledStructure` lists.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 
 from gaunt_md.data.datasets import LabelledStructure
 from gaunt_md.data.graph import AtomicGraph
@@ -74,3 +78,37 @@ def average_num_neighbors(graphs: Sequence[AtomicGraph]) -> float:
     edges = sum(g.edge_index.shape[1] for g in graphs)
     atoms = sum(g.num_atoms for g in graphs)
     return max(edges / max(atoms, 1), 1.0)
+
+
+def message_scales(model: torch.nn.Module, graphs: Sequence[AtomicGraph], significant: int = 4) -> tuple[float, ...]:
+    """Per-layer factors that give the product basis unit-rms inputs on ``graphs`` at init.
+
+    At initialisation the messages ``A_i`` come out at rms 0.01-0.04 (the Bessel basis and the
+    radial MLP are O(0.1), and the sum over neighbours is divided by their average number), so the
+    ``nu = 2, 3`` product terms would start 1e2-1e4 below ``nu = 1``. Layer by layer (each
+    layer's input depends on the factors before it), this measures the rms of what the product
+    basis receives and sets the factor to its inverse, as ``avg_num_neighbors`` is set from the
+    data. ``model`` (a freshly built :class:`~gaunt_md.model.potential.GauntPotential`) is
+    modified in place; the factors are rounded to ``significant`` digits so that a resumed run
+    recomputes exactly the same configuration.
+    """
+    from gaunt_md.data.batch import collate
+    from gaunt_md.model.derivatives import edge_vectors
+
+    batch = collate(list(graphs), dtype=torch.float64)
+    vectors = edge_vectors(batch.positions, batch.cell, batch.edge_index, batch.unit_shifts, batch.batch)
+    dtype = next(model.parameters()).dtype
+    scales = []
+    for layer in model.layers:
+        captured: list[torch.Tensor] = []
+        hook = layer.linear_message.register_forward_hook(lambda m, i, o: captured.append(o))
+        try:
+            with torch.no_grad():
+                model(batch.numbers, batch.edge_index, vectors.to(dtype), False)
+        finally:
+            hook.remove()
+        rms = float(captured[0].pow(2).mean().sqrt())
+        factor = float(f"{1.0 / rms:.{significant}g}") if rms > 0 and math.isfinite(rms) else 1.0
+        layer.conv.norm *= factor
+        scales.append(factor)
+    return tuple(scales)

@@ -95,6 +95,11 @@ def prepare(config: TrainConfig):
         scale=stats.force_rms(train_frames),
         shift=stats.energy_shift(train_frames, e0),
     )
+    if config.normalize_messages:
+        probe = build_model(config, model_config).to(torch.float64)
+        sample = [train[i].graph for i in np.random.default_rng(config.seed).permutation(len(train))[:32]]
+        model_config = model_config.replace(message_scales=stats.message_scales(probe, sample))
+        log.info("message scales (unit-rms product-basis inputs at init): %s", model_config.message_scales)
     log.info("train %d frames, valid %d frames, elements %s", len(train), len(valid), elements)
     return model_config, train, valid
 

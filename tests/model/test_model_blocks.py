@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -105,33 +106,57 @@ def test_product_basis_output_std_at_init(l_in, l_out):
         assert 0.5 <= std <= 2.0, f"product-basis output l={l} std {std:.3f} outside 0.5-2"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known: at init the messages A_i have rms 0.01-0.04, not ~1 (Bessel basis rms 0.06-0.16, "
-    "radial MLP output 0.03-0.09), so the nu = 2, 3 product terms start 1e2-1e4 below nu = 1. "
-    "Remove this marker when the message normalisation is fixed.",
-)
-def test_product_basis_sees_unit_scale_inputs_at_init():
-    """The T10 normalisation assumes unit-scale inputs: check the product basis gets them on 3BPA."""
-    from gaunt_md.model.potential import GauntPotential
-
-    config = ModelConfig(elements=(1, 6, 7, 8), num_channels=16, radial_hidden=(32, 32), avg_num_neighbors=16.0)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(11)
-        model = GauntPotential(config).double()
+def _product_basis_input_rms(model, atoms) -> list[float]:
     captured = {}
     hooks = [
         layer.linear_message.register_forward_hook(lambda m, i, o, k=t: captured.__setitem__(k, o))
         for t, layer in enumerate(model.layers)
     ]
-    graph = atoms_to_graph(example_molecule(), config.cutoff)  # 16.5 neighbours per atom at 5 Å
+    graph = atoms_to_graph(atoms, model.cutoff)
     with torch.no_grad():
         model(torch.tensor(graph.numbers), torch.tensor(graph.edge_index), torch.tensor(graph.edge_vectors()))
     for hook in hooks:
         hook.remove()
-    for t, value in captured.items():
-        rms = value.pow(2).mean().sqrt().item()
-        assert 0.2 < rms < 5.0, f"layer {t}: product-basis input rms {rms:.3g} at init"
+    return [captured[t].pow(2).mean().sqrt().item() for t in range(len(model.layers))]
+
+
+def test_message_scales_give_the_product_basis_unit_scale_inputs():
+    """T10 assumes unit-scale inputs to the product basis. Without message scales they are 1e-2
+    (so the nu = 2, 3 terms start 1e2-1e4 below nu = 1); scales fitted on two 3BPA frames bring a
+    third, unseen frame to rms ~1 in every layer."""
+    from ase.io import read
+
+    from gaunt_md.model.potential import GauntPotential
+    from gaunt_md.train.stats import message_scales
+
+    frames = read(Path(__file__).resolve().parents[1] / "data" / "fixtures" / "3bpa_train_300K_3.xyz", ":")
+    config = ModelConfig(elements=(1, 6, 7, 8), num_channels=16, radial_hidden=(32, 32), avg_num_neighbors=16.0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(11)
+        model = GauntPotential(config).double()
+    before = _product_basis_input_rms(model, frames[2])
+    assert max(before) < 0.1, before  # the problem this fixes
+    scales = message_scales(model, [atoms_to_graph(a, config.cutoff) for a in frames[:2]])
+    assert len(scales) == config.num_layers and all(s > 1 for s in scales)
+    after = _product_basis_input_rms(model, frames[2])
+    assert all(0.7 < r < 1.4 for r in after), after
+    # the fitted scales saved in the config rebuild the same (calibrated) model
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(11)
+        rebuilt = GauntPotential(config.replace(message_scales=scales)).double()
+    assert _product_basis_input_rms(rebuilt, frames[2]) == pytest.approx(after, rel=1e-12)
+
+
+def test_message_scales_field_is_backward_compatible():
+    config = ModelConfig(elements=(14,))
+    assert "message_scales" not in config.to_dict()  # older checkpoints and run states unchanged
+    assert config.message_scale(1) == 1.0
+    scaled = config.replace(message_scales=(30.0, 12.5))
+    assert ModelConfig.from_dict(scaled.to_dict()) == scaled and scaled.message_scale(1) == 12.5
+    with pytest.raises(ValueError, match="message_scales"):
+        config.replace(message_scales=(1.0,))
+    with pytest.raises(ValueError, match="message_scales"):
+        config.replace(message_scales=(1.0, -2.0))
 
 
 def test_forward_does_not_touch_global_state(tiny_model_path, rng):

@@ -87,6 +87,15 @@ def test_best_checkpoint_reloads_to_identical_predictions(tmp_path):
         assert recomputed[key] == pytest.approx(header["metrics"][key], rel=1e-5, abs=1e-9)
 
 
+def test_message_scales_are_fitted_and_saved_unless_switched_off(tmp_path):
+    train(tiny_config(tmp_path / "on", epochs=1))
+    train(tiny_config(tmp_path / "off", epochs=1, normalize_messages=False))
+    on = read_metadata(tmp_path / "on" / "best.safetensors")["model_config"]
+    off = read_metadata(tmp_path / "off" / "best.safetensors")["model_config"]
+    assert len(on["message_scales"]) == 2 and all(s > 1.0 for s in on["message_scales"])
+    assert "message_scales" not in off  # what runs before the option wrote: they still resume
+
+
 def test_e0_fit_recovers_per_element_constants():
     e0 = {1: -13.6, 6: -1029.5, 8: -2042.0}
     rng = np.random.default_rng(0)
