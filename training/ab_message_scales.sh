@@ -17,7 +17,7 @@ wait
 import csv
 runs = {m: list(csv.DictReader(open(f"runs/ab/normalize-{m}/log.csv"))) for m in ("true", "false")}
 last = min(len(r) for r in runs.values())
-print("validation MAE, ethanol (50 configs): energy meV / forces meV/Å")
+print("validation MAE, ethanol (50 configs): energy meV/atom / forces meV/Å")
 print("| epoch | normalize_messages=true | normalize_messages=false |")
 print("|---|---|---|")
 for e in sorted({1, 10, 25, 50, 100, 150, 200, 300, 400, last} & set(range(1, last + 1))):
@@ -26,5 +26,5 @@ for e in sorted({1, 10, 25, 50, 100, 150, 200, 300, 400, last} & set(range(1, la
 for m, rows in runs.items():
     best = min(rows, key=lambda r: float(r["valid_loss"]))
     print(f"normalize_messages={m}: {len(rows)} epochs, best valid loss {float(best['valid_loss']):.4g} at epoch {best['epoch']}: "
-          f"{float(best['all/energy_mae']):.2f} meV / {float(best['all/forces_mae']):.1f} meV/Å")
+          f"{float(best['all/energy_mae']):.2f} meV/atom / {float(best['all/forces_mae']):.1f} meV/Å")
 PY
