@@ -111,9 +111,11 @@ class EdgeConvolution(nn.Module):
             weights = self.radial(edge_basis, self.radial_columns)
         else:
             weights = self.radial(edge_basis)
-        weights = weights.view(n_edges, self.c, self.l_edge + 1, self.k_in)  # [E, C, L_A+1, K_in]
-        h_j = h.index_select(0, edge_index[0]).unsqueeze(2)  # [E, C, 1, K_in]
-        x = (weights * h_j).view(n_edges, self.c, rows)  # [E, C, (l3, a)]
+        weights = weights.view(n_edges, self.c, rows)  # [E, C, (l3, a)]
+        # repeat h over l3 on the nodes, then gather: the edge-sized product is between two
+        # contiguous tensors of one shape (a broadcast over l3 was 10% slower, fwd+bwd)
+        h_j = h.repeat(1, 1, self.l_edge + 1).index_select(0, edge_index[0])  # [E, C, (l3, a)]
+        x = weights * h_j  # [E, C, (l3, a)]
         message = torch.bmm(x, t)  # [E, C, K_A]
         out = torch.zeros(h.shape[0], self.c, self.k_edge, dtype=h.dtype, device=h.device)
         out = out.index_add(0, edge_index[1], message)  # [N, C, K_A]
