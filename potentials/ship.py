@@ -122,6 +122,7 @@ def write_card(name, root, model, header, extra, metrics, config_path) -> None:
 |---|---|
 | architecture | GauntPotential: {cfg.num_layers} layers, {cfg.num_channels} channels, edge l_max {cfg.l_max_edge}, hidden l_max {cfg.l_max_hidden}, correlation {cfg.correlation} (Gaunt product basis), cutoff {cfg.cutoff} Å, {cfg.num_bessel} Bessel functions |
 | parameters | {sum(p.numel() for p in model.parameters())} |
+| message scales | {('fitted at init, ' + ', '.join(f'{x:g}' for x in cfg.message_scales) + ' (unit-rms product-basis inputs)') if cfg.message_scales else 'none (trained before message normalisation existed; messages started at rms 0.01-0.04)'} |
 | training command | `python -m gaunt_md.train train --config {config_path} --threads 1` (from the repository root; an interrupted run continues with the same command plus `--resume`) |
 | epochs | best validation loss at epoch {training.get('epoch')} of {training['epochs_run']} run |
 | wall time | {training['wall_time_h']} h of training on {training['hardware']}, shared with other jobs |
