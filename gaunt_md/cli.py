@@ -83,7 +83,8 @@ def _common(p: argparse.ArgumentParser, command: str) -> None:
     p.add_argument("--file-prefix", default=None, help="prefix of every output file (default gaunt_results/<structure name>)")
     p.add_argument("--config", default=None, help="YAML file whose keys are flag names; command-line flags override it")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's choice; 1 is fastest on a busy or small machine)")
+                   help="torch CPU threads (default: 1 for relax/md/eos of fewer than %d atoms, else torch's choice; "
+                        "1 is fastest on a busy machine)" % SMALL_SYSTEM_ATOMS)
     p.add_argument("--quiet", action="store_true", help="no progress bar and no result printout")
     p.add_argument("--log", default=None, help="log file (default {file-prefix}-%s.log)" % command)
 
@@ -205,6 +206,12 @@ def _load_config(path: str, parser: argparse.ArgumentParser) -> dict[str, Any]:
     return out
 
 
+#: Below this many atoms relax/md/eos run on one torch thread unless --threads says otherwise: a
+#: step is then a few hundred small ops, and waking a second (sleeping, OMP_WAIT_POLICY=PASSIVE)
+#: OpenMP thread for each costs more than it saves (benchmarks/README.md, "Threads").
+SMALL_SYSTEM_ATOMS = 200
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser, subs = build_parser()
     args = parser.parse_args(argv)
@@ -307,12 +314,16 @@ def _run_structure_command(args: argparse.Namespace, argv: list[str]) -> int:
     log_path = Path(args.log or f"{prefix}-{cmd}.log")
     _setup_logging(log_path, args.quiet)
     log.info("gaunt-md %s", shlex.join(argv))
-    if args.threads is not None:
-        if args.threads < 1:
-            raise CLIError(f"--threads must be >= 1, got {args.threads}")
+    threads = args.threads
+    if threads is not None and threads < 1:
+        raise CLIError(f"--threads must be >= 1, got {threads}")
+    if threads is None and cmd in ("relax", "md", "eos") and atoms is not None and len(atoms) < SMALL_SYSTEM_ATOMS:
+        threads = 1  # see SMALL_SYSTEM_ATOMS
+    if threads is not None:
         import torch
 
-        torch.set_num_threads(args.threads)  # this CLI process only
+        torch.set_num_threads(threads)  # this CLI process only
+        log.info("torch threads: %d", threads)
     calc = _calculator(args)
     progress = not args.quiet
 

@@ -141,6 +141,20 @@ def test_supercell_repeat_and_threads(work, model_args):
     assert main(["md", "Si8.xyz", *model_args, "--supercell-repeat", "2 1 1", "--steps", "2", "--threads", "1",
                  "--quiet", "--file-prefix", "rep/si"]) == 0
     assert len(ase.io.read("rep/si-final.extxyz")) == 16
+    assert "torch threads: 1" in Path("rep/si-md.log").read_text()
+
+
+def test_small_systems_default_to_one_thread(work, model_args, monkeypatch):
+    import torch
+
+    import gaunt_md.cli as cli
+
+    chosen = []
+    monkeypatch.setattr(torch, "set_num_threads", chosen.append)
+    assert main(["md", "Si8.xyz", *model_args, "--steps", "1", "--quiet", "--file-prefix", "small/si"]) == 0
+    monkeypatch.setattr(cli, "SMALL_SYSTEM_ATOMS", 8)  # now 8 atoms is not small: torch's choice
+    assert main(["md", "Si8.xyz", *model_args, "--steps", "1", "--quiet", "--file-prefix", "big/si"]) == 0
+    assert chosen == [1]
 
 
 def test_config_file_and_override(work, model_args):
