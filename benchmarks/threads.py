@@ -40,7 +40,7 @@ def worker(system: str, dtype: str, threads: int, min_time: float) -> float:
         model = "gaunt-3bpa"
     else:
         atoms = bulk("Si", "diamond", a=5.43, cubic=True if SYSTEMS[system] > 1 else False)
-        atoms = atoms * (SYSTEMS[system],) * 3 if SYSTEMS[system] > 1 else atoms * (2, 2, 1)
+        atoms = atoms * ((SYSTEMS[system],) * 3) if SYSTEMS[system] > 1 else atoms * (2, 2, 1)
         model = "gaunt-mlearn"
     atoms.calc = GauntCalculator(model, device="cpu", dtype=dtype)
     step = np.random.default_rng(0).normal(scale=1e-3, size=atoms.positions.shape)

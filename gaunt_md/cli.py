@@ -208,8 +208,9 @@ def _load_config(path: str, parser: argparse.ArgumentParser) -> dict[str, Any]:
 
 #: Below this many atoms relax/md/eos run on one torch thread unless --threads says otherwise: a
 #: step is then a few hundred small ops, and waking a second (sleeping, OMP_WAIT_POLICY=PASSIVE)
-#: OpenMP thread for each costs more than it saves (benchmarks/README.md, "Threads").
-SMALL_SYSTEM_ATOMS = 200
+#: OpenMP thread for each costs more than it saves. Measured (benchmarks/threads.py): 2 threads
+#: took 1.6-2.0x longer per step at 8 and 27 atoms, broke even at 64 (float32) and won from 216.
+SMALL_SYSTEM_ATOMS = 64
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

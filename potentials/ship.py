@@ -41,7 +41,10 @@ CARDS = {
         target="Best of GAP and MTP on the mlearn test sets (energy meV/atom / force eV/Å): Ni 0.42/0.01, "
         "Cu 0.41/0.01, Li 0.49/0.01, Mo 2.24/0.09, Si 2.21/0.06, Ge 1.79/0.05 (Zuo et al. 2020).",
         limits="Single-element structures only (no alloys or compounds in the data); PBE; not trained on "
-        "pressures or temperatures beyond the mlearn AIMD and strain sets; Ni and Cu had no stress labels.",
+        "pressures or temperatures beyond the mlearn AIMD and strain sets; Ni and Cu had no stress labels. "
+        "Worst case we know of: thin Ni slabs (6 atoms, 2.48 Å in-plane cell, training frames 38 and 40 of "
+        "Ni_train.xyz) come out 11-17 meV/atom off in energy, 5-7x the Ni validation RMSE "
+        "(tests/test_potentials.py).",
     ),
     "gaunt-3bpa": dict(
         title="3BPA (H, C, N, O)",
