@@ -12,9 +12,9 @@ Why they matter, measured with ``benchmarks/model_speed.py`` on the 2-core CI ma
 * :func:`keep_freed_memory`: every energy+forces call allocates its edge tensors afresh (hundreds
   of MB for a few hundred atoms). glibc serves allocations above 32 MB with ``mmap`` and gives
   them back with ``munmap`` on free, so the next call page-faults all of it in again: 2e4-4e6
-  page faults per call and 36-65% of the CPU time in the kernel. Keeping freed memory in the heap
-  made a 512-atom float64 call 1.7x faster (636 -> 381 ms) with 2% kernel time; the cost is that
-  the process's resident memory stays at its peak.
+  page faults per call and 35-72% of the CPU time in the kernel. Keeping freed memory in the
+  heap made 512-4096-atom calls 1.6-3.3x faster (benchmarks/README.md, "Why the allocator
+  matters"); the cost is that the process's resident memory stays at its peak.
 * :func:`limit_blas_threads`: the drivers' BLAS work is on 3x3 cells and small phonopy arrays,
   where OpenBLAS threads only add overhead; spinning ones made a 40-step cell relaxation on a
   busy machine 20x slower (36 s against 1.9 s).
