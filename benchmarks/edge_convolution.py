@@ -29,22 +29,20 @@ import time
 
 import torch
 
-from gaunt_md.so3 import GauntProduct, degree_of_index, gaunt_tensor, num_coefficients
+from gaunt_md.model.blocks import EdgeConvolution
+from gaunt_md.so3 import GauntProduct, degree_of_index, num_coefficients
 
 
 class CouplingRoute(torch.nn.Module):
+    """The model's route, with the per-edge coupling table of :class:`EdgeConvolution` itself."""
+
     def __init__(self, l_in: int, l_edge: int) -> None:
         super().__init__()
         self.l_in, self.l_edge = l_in, l_edge
-        k_in, k_a = num_coefficients(l_in), num_coefficients(l_edge)
-        g = 4.0 * math.pi * gaunt_tensor(l_in, l_edge, l_edge)
-        deg_out = degree_of_index(l_edge)
-        block = torch.zeros(k_a, l_edge + 1, k_in, k_a, dtype=torch.float64)
-        for l3 in range(l_edge + 1):
-            block[:, l3] = g.permute(1, 0, 2) * (deg_out == l3).to(torch.float64)
-        self.register_buffer("coupling", block.reshape(k_a, -1))
+        conv = EdgeConvolution(1, l_in, l_edge, [1], 1.0)
+        self.register_buffer("coupling", conv.coupling.clone())
         self.register_buffer("deg_in", degree_of_index(l_in))
-        self.k_in, self.k_a = k_in, k_a
+        self.k_in, self.k_a = conv.k_in, conv.k_edge
 
     def forward(self, h_j: torch.Tensor, sh: torch.Tensor, radial: torch.Tensor) -> torch.Tensor:
         # h_j [E, C, K_in], sh [E, K_A], radial [E, C, L_A+1, l_in+1]
