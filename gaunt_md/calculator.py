@@ -26,6 +26,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from gaunt_md.data.batch import chunk, collate
 from gaunt_md.data.graph import atoms_to_graph
 from gaunt_md.errors import DeviceError, StructureError, UnknownElementError
+from gaunt_md.model import kernels
 from gaunt_md.model.checkpoint import load_checkpoint
 from gaunt_md.model.derivatives import ForceField, edge_vectors
 from gaunt_md.potentials import resolve_model
@@ -71,8 +72,16 @@ class GauntCalculator(Calculator):
         dtype: ``"float64"`` (default; relax, phonons, EOS) or ``"float32"`` (fast MD).
         min_distance: refuse structures with two atoms closer than this (Å); ``None`` disables.
         max_batch_atoms, max_batch_edges: bounds on one model call in :meth:`calculate_batch`;
-            ``max_batch_atoms`` defaults to 256 on CPU (larger batches were slower there:
-            ``benchmarks/model_speed.py --batch``) and 8192 on CUDA.
+            ``max_batch_atoms`` defaults to 8192 on CUDA, 4096 on CPU with the fused kernels and
+            256 on CPU without them (there larger batches were slower: their edge tensors leave
+            the cache; ``benchmarks/model_speed.py --batch``).
+        fused: run the edge convolutions and product bases through the fused C++ kernels on
+            CPU (:mod:`gaunt_md.model.kernels`, compiled on first use, about a second). ``None`` (default): when
+            the device is the CPU and a C++ compiler is available, else plain torch ops;
+            ``True``: require it; ``False``: plain torch ops.
+        radial_intervals: with the fused kernel, tabulate each layer's radial MLP as a cubic
+            Hermite table with this many intervals on ``[0, cutoff]`` (energies within ~1e-10
+            and forces within ~1e-7 of the MLP, relative); ``0`` evaluates the MLP itself.
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
@@ -86,6 +95,8 @@ class GauntCalculator(Calculator):
         min_distance: float | None = 0.5,
         max_batch_atoms: int | None = None,
         max_batch_edges: int = 200_000,
+        fused: bool | None = None,
+        radial_intervals: int = kernels.DEFAULT_RADIAL_INTERVALS,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -101,16 +112,33 @@ class GauntCalculator(Calculator):
         self.cutoff = float(potential.config.cutoff)
         self.elements = tuple(potential.config.elements)
         self.min_distance = min_distance
+        self.fused = self._use_fused_kernel(fused, int(radial_intervals))
         if max_batch_atoms is None:
-            max_batch_atoms = 256 if self.device.type == "cpu" else 8192
+            max_batch_atoms = 8192 if self.device.type == "cuda" else 4096 if self.fused else 256
         self.max_batch_atoms = int(max_batch_atoms)
         self.max_batch_edges = int(max_batch_edges)
         self.parameters.update(
             model=os.fspath(model), path=str(path), device=str(self.device),
             dtype=str(self.dtype).replace("torch.", ""), arch="gaunt_md",
-            version=header.get("package_version"),
+            version=header.get("package_version"), fused=self.fused,
+            radial_intervals=int(radial_intervals) if self.fused else 0,
         )
-        log.info("GauntCalculator: %s on %s in %s", path, self.device, self.parameters["dtype"])
+        log.info("GauntCalculator: %s on %s in %s (fused kernel: %s)", path, self.device, self.parameters["dtype"], self.fused)
+
+    def _use_fused_kernel(self, fused: bool | None, radial_intervals: int) -> bool:
+        if fused is False:
+            return False
+        if self.device.type != "cpu":
+            if fused:
+                raise DeviceError(f"fused=True: the fused kernel runs on CPU only, not on {self.device}")
+            return False
+        if radial_intervals < 0:
+            raise ValueError(f"radial_intervals must be >= 0, got {radial_intervals}")
+        if kernels.enable(self.potential, radial_intervals):
+            return True
+        if fused:
+            raise RuntimeError(f"fused=True but the fused kernel could not be built: {kernels.load_error()}")
+        return False
 
     # ------------------------------------------------------------------ ASE contract
     def calculate(

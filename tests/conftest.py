@@ -26,12 +26,14 @@ def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_checkpoint(tmp_path_factory.mktemp("models") / "tiny.safetensors", TINY_ELEMENTS, seed=0)
 
 
-@pytest.fixture
-def calc64(tiny_model_path: Path):
-    """GauntCalculator of the tiny model on CPU in float64."""
+@pytest.fixture(params=["fused", "torch"])
+def calc64(tiny_model_path: Path, request: pytest.FixtureRequest):
+    """GauntCalculator of the tiny model on CPU in float64, once per path: the fused C++ kernels
+    with tabulated radial weights (the default where a compiler exists) and plain torch ops (what
+    training, TorchScript and CUDA run). The physics tests hold for both."""
     from gaunt_md.calculator import GauntCalculator
 
-    return GauntCalculator(tiny_model_path, device="cpu", dtype="float64")
+    return GauntCalculator(tiny_model_path, device="cpu", dtype="float64", fused=None if request.param == "fused" else False)
 
 
 @pytest.fixture

@@ -96,6 +96,19 @@ class EdgeConvolution(nn.Module):
         )
         self.norm = float(message_scale) / avg_num_neighbors
         self.k_in, self.k_edge = k_in, k_edge
+        # fused CPU kernel (gaunt_md.model.kernels, switched on by kernels.enable): the non-zero part
+        # of the coupling, S[e, a, k] = T_e[(deg k, a), k], and R laid out channels-last [E, (l3, l1), C]
+        self.fused = False
+        self.register_buffer("radial_table", torch.zeros(0), persistent=False)  # [n+1, 2, (l3, l1) C] or empty
+        self.radial_dx = 1.0
+        self.register_buffer(
+            "coupling_sparse", g.permute(1, 0, 2).reshape(k_edge, k_in * k_edge).contiguous(), persistent=False
+        )  # [K_A(b), K_in K_A]
+        self.register_buffer(
+            "fused_columns", radial_index.permute(1, 2, 0).reshape(-1).contiguous(), persistent=False
+        )
+        self.register_buffer("deg_in", degree_of_index(l_in), persistent=False)
+        self.register_buffer("deg_out", degree_of_index(l_edge), persistent=False)
 
     def forward(
         self,
@@ -103,7 +116,10 @@ class EdgeConvolution(nn.Module):
         edge_index: torch.Tensor,  # [2, E]  (sender j, receiver i)
         edge_sh: torch.Tensor,  # [E, K_A] orthonormal SH of r_ij
         edge_basis: torch.Tensor,  # [E, n_basis]
+        edge_lengths: torch.Tensor,  # [E] Å
     ) -> torch.Tensor:
+        if self.fused and not torch.jit.is_scripting() and h.device.type == "cpu":
+            return self._forward_fused(h, edge_index, edge_sh, edge_basis, edge_lengths)
         n_edges = edge_sh.shape[0]
         rows = (self.l_edge + 1) * self.k_in
         t = torch.matmul(edge_sh, self.coupling).view(n_edges, rows, self.k_edge)  # [E, (l3, a), K_A]
@@ -120,6 +136,42 @@ class EdgeConvolution(nn.Module):
         out = torch.zeros(h.shape[0], self.c, self.k_edge, dtype=h.dtype, device=h.device)
         out = out.index_add(0, edge_index[1], message)  # [N, C, K_A]
         return out * self.norm
+
+    @torch.jit.unused
+    def _forward_fused(
+        self,
+        h: torch.Tensor,
+        edge_index: torch.Tensor,
+        edge_sh: torch.Tensor,
+        edge_basis: torch.Tensor,
+        edge_lengths: torch.Tensor,
+    ) -> torch.Tensor:
+        """The same message from one C++ pass over the edges (first derivatives only), with the
+        radial weights from the MLP or, once :func:`gaunt_md.model.kernels.enable` has
+        tabulated them, from a table over distance."""
+        from gaunt_md.model.kernels.edge_conv import fused_edge_convolution
+
+        _check_frozen(self)
+        n_edges = edge_sh.shape[0]
+        s = torch.matmul(edge_sh, self.coupling_sparse).view(n_edges, self.k_in, self.k_edge)  # [E, K_in, K_A]
+        h_t = h.transpose(1, 2)  # [N, K_in, C]
+        if self.radial_table.numel() > 0:
+            a = fused_edge_convolution(
+                h_t, s, edge_index, self.deg_in, self.deg_out,
+                table=self.radial_table, lengths=edge_lengths, dx=self.radial_dx,
+            )
+        else:
+            r = self.radial(edge_basis, self.fused_columns).view(n_edges, -1, self.c)  # [E, (l3, l1), C]
+            a = fused_edge_convolution(h_t, s, edge_index, self.deg_in, self.deg_out, radial=r)
+        return a.transpose(1, 2) * self.norm  # [N, C, K_A]
+
+
+def _check_frozen(module: nn.Module) -> None:
+    if torch.is_grad_enabled() and any(p.requires_grad for p in module.parameters()):
+        raise RuntimeError(
+            "the fused kernels are for inference (first derivatives only, tables of frozen weights); "
+            "call gaunt_md.model.kernels.disable(model) before training"
+        )
 
 
 def _power_stds(l_in: int, nu_max: int, l_out: int, powers: GauntPowers) -> torch.Tensor:
@@ -148,11 +200,31 @@ class GauntProductBasis(nn.Module):
         self.register_buffer("inv_std", 1.0 / _power_stds(l_in, nu_max, l_out, self.powers))  # [nu, K_out]
         self.weight = nn.Parameter(torch.randn(num_species, num_channels, nu_max, l_out + 1) / math.sqrt(nu_max))
         self.register_buffer("degree", degree_of_index(l_out), persistent=False)
+        self.register_buffer("degree_start", torch.tensor([l * l for l in range(l_out + 1)]), persistent=False)
+        self.fused = False  # the C++ kernel of gaunt_md.model.kernels (eager CPU inference)
 
     def forward(self, a: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        if self.fused and not torch.jit.is_scripting() and a.device.type == "cpu":
+            return self._forward_fused(a, species)
         p = self.powers(a)  # [N, C, nu, K_out]
         w = self.weight.index_select(0, species).index_select(3, self.degree)  # [N, C, nu, K_out]
         return (p * (w * self.inv_std)).sum(dim=2)  # [N, C, K_out]
+
+    @torch.jit.unused
+    def _forward_fused(self, a: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        """The same basis as one polynomial per output degree on the grid, then one projection
+        (projection is linear), in one C++ pass per row (first derivatives only)."""
+        from gaunt_md.model.kernels.product_basis import fused_product_basis
+
+        _check_frozen(self)
+        n, c, k = a.shape
+        inv_std = self.inv_std.index_select(1, self.degree_start)  # [nu, L_out+1] (constant within a degree)
+        coef = self.weight.index_select(0, species) * inv_std  # [N, C, nu, L_out+1]
+        t, t_out = self.powers.t, self.powers.t_out
+        out = fused_product_basis(
+            a.reshape(n * c, k), coef.reshape(n * c, coef.shape[2], coef.shape[3]), t.table, t_out.table_w, self.degree
+        )
+        return out.view(n, c, -1)  # [N, C, K_out]
 
 
 class InteractionLayer(nn.Module):
@@ -187,8 +259,9 @@ class InteractionLayer(nn.Module):
         edge_index: torch.Tensor,
         edge_sh: torch.Tensor,
         edge_basis: torch.Tensor,
+        edge_lengths: torch.Tensor,
     ) -> torch.Tensor:
-        a = self.conv(self.linear_up(h), edge_index, edge_sh, edge_basis)  # [N, C, K_A]
+        a = self.conv(self.linear_up(h), edge_index, edge_sh, edge_basis, edge_lengths)  # [N, C, K_A]
         b = self.product(self.linear_message(a), species)  # [N, C, K_out]
         out = self.linear_out(b)
         skip = self.skip(h[:, :, : self.k_skip], species)

@@ -88,7 +88,7 @@ class GauntPotential(nn.Module):
         h = self.embedding.index_select(0, species).unsqueeze(-1)  # [N, C, 1]
         node_energy = torch.zeros(numbers.shape[0], dtype=edge_vectors.dtype, device=edge_vectors.device)
         for layer, readout in zip(self.layers, self.readouts):
-            h = layer(h, species, edge_index, edge_sh, edge_basis)
+            h = layer(h, species, edge_index, edge_sh, edge_basis, lengths)
             node_energy = node_energy + readout(h)
         energy = self.scale * node_energy + self.shift
         if include_e0:

@@ -1,0 +1,213 @@
+// Fused Gaunt edge convolution on CPU: gather, radial scaling, coupling and scatter in one pass.
+//
+//   A[i, k, c] = sum_{e: dst(e) = i} sum_a R[e, deg(k), deg(a), c] * h[src(e), a, c] * S[e, a, k]
+//
+// with S[e, a, k] = 4 pi sum_b G[a, b, k] Y_b(r_e) (the non-zero part of the per-edge coupling
+// matrix of gaunt_md.model.blocks.EdgeConvolution). Channels are the innermost axis of every
+// array, so the loops over c are contiguous and vectorise. Edges must be sorted by receiver
+// (rowptr is the CSR pointer over receivers): each thread owns whole rows of A, no atomics.
+// The backward pass gives dL/dR, dL/dh and dL/dS for dL/dA; dL/dh is scattered over senders into
+// one private buffer per thread (gh_work[thread]), which the caller sums.
+//
+// The radial weights R come either as an array [E, (l3, l1), C] (the radial MLP evaluated by torch)
+// or, when `table` is given, from a cubic Hermite table of that MLP over distance (see Table):
+// then the kernel reads the edge lengths and the backward pass returns dL/dr per edge instead of
+// dL/dR.
+//
+// Plain C ABI (loaded with ctypes): no Python or torch headers, compiles in about a second.
+// Built and loaded by gaunt_md/model/kernels/build.py; first derivatives only.
+
+#include <cstdint>
+#include <cstring>
+#include <vector>
+#include <omp.h>
+
+namespace {
+
+struct Shape {
+    int64_t n_edges, n_nodes, channels, k_in, k_out, l_out1, l_in1;
+};
+
+// Cubic Hermite table of the radial weights over distance, as polynomial coefficients per
+// interval: R(r) = c0 + c1 t + c2 t^2 + c3 t^3, t = r / dx - k in interval k. (Coefficients rather
+// than knot values and slopes: the derivative then has no cancellation of nearly equal numbers,
+// which costs float32 tables four digits.)
+template <typename T>
+struct Table {
+    const T* data;  // [n_intervals, 4, width]
+    T inv_dx;
+    int64_t n_intervals, width;
+
+    // interval and position in it for distance r (clamped to the table)
+    inline const T* locate(T r, T& t) const {
+        T x = r * inv_dx;
+        if (x < T(0)) x = T(0);
+        int64_t k = static_cast<int64_t>(x);
+        if (k >= n_intervals) k = n_intervals - 1;
+        t = x - static_cast<T>(k);
+        if (t > T(1)) t = T(1);
+        return data + k * 4 * width;
+    }
+    // R(r) into out[width]
+    void value(T r, T* out) const {
+        T t;
+        const T* c0 = locate(r, t);
+        const T *c1 = c0 + width, *c2 = c1 + width, *c3 = c2 + width;
+#pragma omp simd
+        for (int64_t c = 0; c < width; ++c) out[c] = c0[c] + t * (c1[c] + t * (c2[c] + t * c3[c]));
+    }
+    // sum_c g[c] dR_c/dr
+    T dot_derivative(T r, const T* g) const {
+        T t;
+        const T* c0 = locate(r, t);
+        const T *c1 = c0 + width, *c2 = c1 + width, *c3 = c2 + width;
+        const T two_t = 2 * t, three_t2 = 3 * t * t;
+        T acc = T(0);
+#pragma omp simd reduction(+ : acc)
+        for (int64_t c = 0; c < width; ++c) acc += g[c] * (c1[c] + two_t * c2[c] + three_t2 * c3[c]);
+        return acc * inv_dx;
+    }
+};
+
+template <typename T>
+void forward(const Shape& s, const T* R, const Table<T>& table, const T* lengths, const T* h, const T* S, const int64_t* src, const int64_t* rowptr,
+             const int64_t* deg_in, const int64_t* deg_out, T* A, int n_threads) {
+    const int64_t C = s.channels, K_in = s.k_in, K_out = s.k_out, L_in1 = s.l_in1;
+    const int64_t paths = s.l_out1 * L_in1;
+#pragma omp parallel num_threads(n_threads)
+    {
+        std::vector<T> x(s.l_out1 * K_in * C);  // x[l3, a, c] = R[e, l3, deg a, c] h[j, a, c]
+        std::vector<T> r_buf(table.data ? paths * C : 0);
+#pragma omp for schedule(dynamic, 8)
+        for (int64_t i = 0; i < s.n_nodes; ++i) {
+            T* Ai = A + i * K_out * C;
+            std::memset(Ai, 0, sizeof(T) * K_out * C);
+            for (int64_t e = rowptr[i]; e < rowptr[i + 1]; ++e) {
+                const T* hj = h + src[e] * K_in * C;
+                const T* Re = R ? R + e * paths * C : r_buf.data();
+                if (table.data) table.value(lengths[e], r_buf.data());
+                const T* Se = S + e * K_in * K_out;
+                for (int64_t l3 = 0; l3 < s.l_out1; ++l3)
+                    for (int64_t a = 0; a < K_in; ++a) {
+                        const T* r = Re + (l3 * L_in1 + deg_in[a]) * C;
+                        const T* ha = hj + a * C;
+                        T* xa = x.data() + (l3 * K_in + a) * C;
+#pragma omp simd
+                        for (int64_t c = 0; c < C; ++c) xa[c] = r[c] * ha[c];
+                    }
+                for (int64_t k = 0; k < K_out; ++k) {
+                    T* Aik = Ai + k * C;
+                    const T* xl = x.data() + deg_out[k] * K_in * C;
+                    for (int64_t a = 0; a < K_in; ++a) {
+                        const T sak = Se[a * K_out + k];
+                        if (sak == T(0)) continue;
+                        const T* xa = xl + a * C;
+#pragma omp simd
+                        for (int64_t c = 0; c < C; ++c) Aik[c] += sak * xa[c];
+                    }
+                }
+            }
+        }
+    }
+}
+
+template <typename T>
+void backward(const Shape& s, const T* R, const Table<T>& table, const T* lengths, const T* h, const T* S, const int64_t* src, const int64_t* rowptr,
+              const int64_t* deg_in, const int64_t* deg_out, const T* gA, T* gR, T* g_lengths, T* gS,
+              T* gh_work, int n_threads) {
+    const int64_t C = s.channels, K_in = s.k_in, K_out = s.k_out, L_in1 = s.l_in1;
+    const int64_t paths = s.l_out1 * L_in1;
+#pragma omp parallel num_threads(n_threads)
+    {
+        std::vector<T> gx(s.l_out1 * K_in * C);  // dL/dx[l3, a, c]
+        std::vector<T> r_buf(table.data ? paths * C : 0), gr_buf(table.data ? paths * C : 0);
+        T* gh = gh_work + static_cast<int64_t>(omp_get_thread_num()) * s.n_nodes * K_in * C;
+#pragma omp for schedule(dynamic, 8)
+        for (int64_t i = 0; i < s.n_nodes; ++i) {
+            const T* gAi = gA + i * K_out * C;
+            for (int64_t e = rowptr[i]; e < rowptr[i + 1]; ++e) {
+                const int64_t j = src[e];
+                const T* hj = h + j * K_in * C;
+                const T* Re = R ? R + e * paths * C : r_buf.data();
+                if (table.data) table.value(lengths[e], r_buf.data());
+                const T* Se = S + e * K_in * K_out;
+                T* gRe = table.data ? gr_buf.data() : gR + e * paths * C;
+                T* gSe = gS + e * K_in * K_out;
+                T* ghj = gh + j * K_in * C;
+                std::fill(gx.begin(), gx.end(), T(0));
+                for (int64_t k = 0; k < K_out; ++k) {
+                    const int64_t l3 = deg_out[k];
+                    const T* g = gAi + k * C;
+                    for (int64_t a = 0; a < K_in; ++a) {
+                        const T sak = Se[a * K_out + k];
+                        // dL/dS[e, a, k] = sum_c x[l3, a, c] g[c]; dL/dx[l3, a, c] += S[a, k] g[c]
+                        const T* r = Re + (l3 * L_in1 + deg_in[a]) * C;
+                        const T* ha = hj + a * C;
+                        T* gxa = gx.data() + (l3 * K_in + a) * C;
+                        T dot = T(0);
+#pragma omp simd reduction(+ : dot)
+                        for (int64_t c = 0; c < C; ++c) {
+                            dot += r[c] * ha[c] * g[c];
+                            gxa[c] += sak * g[c];
+                        }
+                        gSe[a * K_out + k] = dot;
+                    }
+                }
+                std::memset(gRe, 0, sizeof(T) * paths * C);
+                for (int64_t l3 = 0; l3 < s.l_out1; ++l3)
+                    for (int64_t a = 0; a < K_in; ++a) {
+                        const int64_t p = l3 * L_in1 + deg_in[a];
+                        const T* gxa = gx.data() + (l3 * K_in + a) * C;
+                        const T* ha = hj + a * C;
+                        const T* r = Re + p * C;
+                        T* gr = gRe + p * C;
+                        T* gha = ghj + a * C;
+#pragma omp simd
+                        for (int64_t c = 0; c < C; ++c) {
+                            gr[c] += gxa[c] * ha[c];
+                            gha[c] += gxa[c] * r[c];
+                        }
+                    }
+                if (table.data) g_lengths[e] = table.dot_derivative(lengths[e], gRe);
+            }
+        }
+    }
+}
+
+}  // namespace
+
+extern "C" {
+
+#define GAUNT_SHAPE Shape s{n_edges, n_nodes, channels, k_in, k_out, l_out1, l_in1}
+#define GAUNT_TABLE(T) Table<T> table{table_data, inv_dx, n_intervals, l_out1 * l_in1 * channels}
+
+// R: [E, (l3, l1), C] or NULL; then table [n_intervals, 4, (l3, l1) C] and lengths [E] are used.
+#define GAUNT_DEFINE(SUFFIX, T)                                                                               \
+    void gaunt_edge_conv_forward_##SUFFIX(int64_t n_edges, int64_t n_nodes, int64_t channels, int64_t k_in,   \
+                                           int64_t k_out, int64_t l_out1, int64_t l_in1, const T* R,          \
+                                           const T* table_data, T inv_dx, int64_t n_intervals,                \
+                                           const T* lengths, const T* h, const T* S, const int64_t* src,      \
+                                           const int64_t* rowptr, const int64_t* deg_in,                      \
+                                           const int64_t* deg_out, T* A, int n_threads) {                     \
+        GAUNT_SHAPE;                                                                                          \
+        GAUNT_TABLE(T);                                                                                        \
+        forward<T>(s, R, table, lengths, h, S, src, rowptr, deg_in, deg_out, A, n_threads);                   \
+    }                                                                                                         \
+    void gaunt_edge_conv_backward_##SUFFIX(int64_t n_edges, int64_t n_nodes, int64_t channels, int64_t k_in,  \
+                                            int64_t k_out, int64_t l_out1, int64_t l_in1, const T* R,         \
+                                            const T* table_data, T inv_dx, int64_t n_intervals,               \
+                                            const T* lengths, const T* h, const T* S, const int64_t* src,     \
+                                            const int64_t* rowptr, const int64_t* deg_in,                     \
+                                            const int64_t* deg_out, const T* gA, T* gR, T* g_lengths, T* gS,  \
+                                            T* gh_work, int n_threads) {                                      \
+        GAUNT_SHAPE;                                                                                          \
+        GAUNT_TABLE(T);                                                                                        \
+        backward<T>(s, R, table, lengths, h, S, src, rowptr, deg_in, deg_out, gA, gR, g_lengths, gS, gh_work, \
+                    n_threads);                                                                               \
+    }
+
+GAUNT_DEFINE(f32, float)
+GAUNT_DEFINE(f64, double)
+
+
+}  // extern "C"

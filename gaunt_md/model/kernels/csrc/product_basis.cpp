@@ -1,0 +1,146 @@
+// Fused Gaunt product basis on CPU: synthesis, powers, weighted sum and projection per row.
+//
+//   out[b, k] = sum_g Yw[k, g] P_{deg k}(f[b, g]),   f[b, g] = sum_j a[b, j] Y[j, g],
+//   P_l(f) = sum_{nu=1..nu_max} coef[b, nu-1, l] f^nu   (Horner),
+//
+// which is gaunt_md.model.blocks.GauntProductBasis: the projected powers of the per-channel
+// spherical function f, weighted per species, channel, nu and output degree. Y [K, G] is the
+// synthesis table of the grid, Yw [K_out, G] the projection table times the quadrature weights.
+// Rows b = (node, channel) are independent: one thread takes whole rows, grid values live in a
+// buffer of G numbers (no [B, nu, G] tensor is ever written, which is what the torch ops pay for).
+// The backward pass gives dL/da (the weights are frozen at inference); f is recomputed.
+
+#include <cstdint>
+#include <vector>
+#include <omp.h>
+
+namespace {
+
+struct ProductShape {
+    int64_t rows, k_in, k_out, grid, nu_max, l_out1;
+};
+
+template <typename T>
+inline void synthesis(const ProductShape& s, const T* a, const T* Y, T* f) {
+    const int64_t G = s.grid;
+    for (int64_t g = 0; g < G; ++g) f[g] = T(0);
+    for (int64_t j = 0; j < s.k_in; ++j) {
+        const T aj = a[j];
+        const T* y = Y + j * G;
+#pragma omp simd
+        for (int64_t g = 0; g < G; ++g) f[g] += aj * y[g];
+    }
+}
+
+template <typename T>
+void product_forward(const ProductShape& s, const T* a, const T* coef, const T* Y, const T* Yw,
+                     const int64_t* deg_out, T* out, int n_threads) {
+    const int64_t G = s.grid, L1 = s.l_out1, nu_max = s.nu_max;
+#pragma omp parallel num_threads(n_threads)
+    {
+        std::vector<T> f(G), q(G);
+#pragma omp for schedule(static)
+        for (int64_t b = 0; b < s.rows; ++b) {
+            synthesis(s, a + b * s.k_in, Y, f.data());
+            const T* cb = coef + b * nu_max * L1;  // coef[b, nu-1, l]
+            T* ob = out + b * s.k_out;
+            for (int64_t l = 0; l < L1; ++l) {
+                const T top = cb[(nu_max - 1) * L1 + l];
+#pragma omp simd
+                for (int64_t g = 0; g < G; ++g) q[g] = top;
+                for (int64_t nu = nu_max - 1; nu >= 1; --nu) {
+                    const T c = cb[(nu - 1) * L1 + l];
+#pragma omp simd
+                    for (int64_t g = 0; g < G; ++g) q[g] = q[g] * f[g] + c;
+                }
+#pragma omp simd
+                for (int64_t g = 0; g < G; ++g) q[g] *= f[g];
+                for (int64_t k = 0; k < s.k_out; ++k) {
+                    if (deg_out[k] != l) continue;
+                    const T* yw = Yw + k * G;
+                    T acc = T(0);
+#pragma omp simd reduction(+ : acc)
+                    for (int64_t g = 0; g < G; ++g) acc += q[g] * yw[g];
+                    ob[k] = acc;
+                }
+            }
+        }
+    }
+}
+
+template <typename T>
+void product_backward(const ProductShape& s, const T* a, const T* coef, const T* Y, const T* Yw,
+                      const int64_t* deg_out, const T* grad_out, T* grad_a, int n_threads) {
+    const int64_t G = s.grid, L1 = s.l_out1, nu_max = s.nu_max;
+#pragma omp parallel num_threads(n_threads)
+    {
+        std::vector<T> f(G), back(G), dp(G), gf(G);
+#pragma omp for schedule(static)
+        for (int64_t b = 0; b < s.rows; ++b) {
+            synthesis(s, a + b * s.k_in, Y, f.data());
+            const T* cb = coef + b * nu_max * L1;
+            const T* gb = grad_out + b * s.k_out;
+#pragma omp simd
+            for (int64_t g = 0; g < G; ++g) gf[g] = T(0);
+            for (int64_t l = 0; l < L1; ++l) {
+                // back[g] = sum_{deg k = l} grad_out[b, k] Yw[k, g]
+#pragma omp simd
+                for (int64_t g = 0; g < G; ++g) back[g] = T(0);
+                bool any = false;
+                for (int64_t k = 0; k < s.k_out; ++k) {
+                    if (deg_out[k] != l || gb[k] == T(0)) continue;
+                    any = true;
+                    const T gk = gb[k];
+                    const T* yw = Yw + k * G;
+#pragma omp simd
+                    for (int64_t g = 0; g < G; ++g) back[g] += gk * yw[g];
+                }
+                if (!any) continue;
+                // dp[g] = P_l'(f) = sum_nu nu coef[nu-1, l] f^(nu-1)  (Horner)
+                const T top = T(nu_max) * cb[(nu_max - 1) * L1 + l];
+#pragma omp simd
+                for (int64_t g = 0; g < G; ++g) dp[g] = top;
+                for (int64_t nu = nu_max - 1; nu >= 1; --nu) {
+                    const T c = T(nu) * cb[(nu - 1) * L1 + l];
+#pragma omp simd
+                    for (int64_t g = 0; g < G; ++g) dp[g] = dp[g] * f[g] + c;
+                }
+#pragma omp simd
+                for (int64_t g = 0; g < G; ++g) gf[g] += dp[g] * back[g];
+            }
+            T* ga = grad_a + b * s.k_in;
+            for (int64_t j = 0; j < s.k_in; ++j) {
+                const T* y = Y + j * G;
+                T acc = T(0);
+#pragma omp simd reduction(+ : acc)
+                for (int64_t g = 0; g < G; ++g) acc += y[g] * gf[g];
+                ga[j] = acc;
+            }
+        }
+    }
+}
+
+}  // namespace
+
+extern "C" {
+
+#define GAUNT_PRODUCT_DEFINE(SUFFIX, T)                                                                     \
+    void gaunt_product_forward_##SUFFIX(int64_t rows, int64_t k_in, int64_t k_out, int64_t grid,            \
+                                        int64_t nu_max, int64_t l_out1, const T* a, const T* coef,          \
+                                        const T* Y, const T* Yw, const int64_t* deg_out, T* out,            \
+                                        int n_threads) {                                                    \
+        ProductShape s{rows, k_in, k_out, grid, nu_max, l_out1};                                            \
+        product_forward<T>(s, a, coef, Y, Yw, deg_out, out, n_threads);                                     \
+    }                                                                                                       \
+    void gaunt_product_backward_##SUFFIX(int64_t rows, int64_t k_in, int64_t k_out, int64_t grid,           \
+                                         int64_t nu_max, int64_t l_out1, const T* a, const T* coef,         \
+                                         const T* Y, const T* Yw, const int64_t* deg_out,                   \
+                                         const T* grad_out, T* grad_a, int n_threads) {                     \
+        ProductShape s{rows, k_in, k_out, grid, nu_max, l_out1};                                            \
+        product_backward<T>(s, a, coef, Y, Yw, deg_out, grad_out, grad_a, n_threads);                       \
+    }
+
+GAUNT_PRODUCT_DEFINE(f32, float)
+GAUNT_PRODUCT_DEFINE(f64, double)
+
+}  // extern "C"

@@ -1,0 +1,303 @@
+"""The fused C++ inference kernels (gaunt_md.model.kernels) against the torch ops they replace.
+
+The physics tests of the calculator (finite differences, NVE, symmetry, periodic images) run on
+both paths through the ``calc64`` fixture; here: the kernels' own derivatives (gradcheck), exact
+agreement with the torch ops on awkward graphs, the accuracy of the tabulated radial weights,
+threads, and the refusals (double backward, unfrozen weights, no compiler).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.build import bulk, molecule
+
+from gaunt_md.data.batch import collate
+from gaunt_md.data.graph import atoms_to_graph
+from gaunt_md.model import kernels
+from gaunt_md.model.checkpoint import load_checkpoint
+from gaunt_md.model.derivatives import ForceField, edge_vectors
+from gaunt_md.model.kernels.edge_conv import fused_edge_convolution, tabulate_radial
+from gaunt_md.model.kernels.product_basis import fused_product_basis
+from gaunt_md.potentials import available_models, resolve_model
+
+pytestmark = pytest.mark.skipif(
+    not (os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")), reason="no C++ compiler"
+)
+
+
+def test_kernels_build_here():
+    assert kernels.available(), kernels.load_error()
+
+
+# ---------------------------------------------------------------------------------------------
+# the kernels' own first derivatives, against numerical ones
+
+
+def _conv_inputs(gen, n_nodes=5, n_edges=14, channels=3, l_in=1, l_out=3):
+    k_in, k_out = (l_in + 1) ** 2, (l_out + 1) ** 2
+    dst = torch.sort(torch.randint(0, n_nodes, (n_edges,), generator=gen)).values
+    dst[0] = n_nodes - 1  # one receiver out of order: exercises the re-sorting path
+    src = torch.randint(0, n_nodes, (n_edges,), generator=gen)
+    edge_index = torch.stack([src, dst])
+    h = torch.randn(n_nodes, k_in, channels, generator=gen, dtype=torch.float64)
+    coupling = torch.randn(n_edges, k_in, k_out, generator=gen, dtype=torch.float64)
+    deg_in = torch.tensor([l for l in range(l_in + 1) for _ in range(2 * l + 1)])
+    deg_out = torch.tensor([l for l in range(l_out + 1) for _ in range(2 * l + 1)])
+    return edge_index, h, coupling, deg_in, deg_out
+
+
+def _reference_conv(h, coupling, edge_index, deg_in, deg_out, radial):
+    """A[i, k, c] = sum_e sum_a R[e, (deg k, deg a), c] h[src, a, c] S[e, a, k], by einsum."""
+    l_in1 = int(deg_in.max()) + 1
+    paths = deg_out[:, None] * l_in1 + deg_in[None, :]  # [K_A, K_in]
+    r = radial[:, paths.reshape(-1)].view(radial.shape[0], len(deg_out), len(deg_in), -1)  # [E, k, a, C]
+    msg = torch.einsum("ekac,eac,eak->ekc", r, h[edge_index[0]], coupling)
+    return torch.zeros(h.shape[0], len(deg_out), h.shape[2], dtype=h.dtype).index_add(0, edge_index[1], msg)
+
+
+@pytest.mark.parametrize("l_in", [0, 1])
+def test_edge_convolution_kernel_matches_einsum_and_gradcheck(l_in):
+    gen = torch.Generator().manual_seed(1)
+    edge_index, h, coupling, deg_in, deg_out = _conv_inputs(gen, l_in=l_in)
+    radial = torch.randn(edge_index.shape[1], 4 * (l_in + 1), 3, generator=gen, dtype=torch.float64)
+    out = fused_edge_convolution(h, coupling, edge_index, deg_in, deg_out, radial=radial)
+    ref = _reference_conv(h, coupling, edge_index, deg_in, deg_out, radial)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    inputs = (radial.requires_grad_(), h.requires_grad_(), coupling.requires_grad_())
+    assert torch.autograd.gradcheck(
+        lambda r, x, s: fused_edge_convolution(x, s, edge_index, deg_in, deg_out, radial=r), inputs, atol=1e-8, rtol=1e-6
+    )
+
+
+def test_edge_convolution_kernel_with_table_gradcheck_in_lengths():
+    gen = torch.Generator().manual_seed(2)
+    edge_index, h, coupling, deg_in, deg_out = _conv_inputs(gen)
+    width, cutoff, n = 8 * 3, 4.0, 64
+    freq = torch.rand(width, generator=gen, dtype=torch.float64) * 3
+
+    def radial_function(r):
+        return torch.cos(freq * r[:, None]) * (1 - r[:, None] / cutoff) ** 3
+
+    table = tabulate_radial(radial_function, cutoff, n, torch.float64)
+    lengths = 0.5 + 3.0 * torch.rand(edge_index.shape[1], generator=gen, dtype=torch.float64)
+
+    def f(r, x, s):
+        return fused_edge_convolution(x, s, edge_index, deg_in, deg_out, table=table, lengths=r, dx=cutoff / n)
+
+    # the table reproduces the function it was made from (cubic Hermite, dx = 1/16 Å)
+    radial = radial_function(lengths).view(-1, 8, 3)
+    ref = fused_edge_convolution(h, coupling, edge_index, deg_in, deg_out, radial=radial)
+    torch.testing.assert_close(f(lengths, h, coupling), ref, rtol=0, atol=1e-5)
+    inputs = (lengths.requires_grad_(), h.requires_grad_(), coupling.requires_grad_())
+    assert torch.autograd.gradcheck(f, inputs, atol=1e-8, rtol=1e-6)
+
+
+def test_product_basis_kernel_matches_torch_ops_and_gradcheck(tiny_model_path):
+    model, _ = load_checkpoint(tiny_model_path, dtype=torch.float64)
+    product = model.layers[0].product.requires_grad_(False)
+    gen = torch.Generator().manual_seed(3)
+    a = torch.randn(7, product.weight.shape[1], product.powers.k, generator=gen, dtype=torch.float64)
+    species = torch.randint(0, product.weight.shape[0], (7,), generator=gen)
+    ref = product(a, species)
+    product.fused = True
+    torch.testing.assert_close(product(a, species), ref, rtol=1e-12, atol=1e-12)
+    a3 = a[:3].clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda x: product(x, species[:3]), (a3,), atol=1e-8, rtol=1e-6)
+
+    inv_std = product.inv_std.index_select(1, product.degree_start)
+    coef = (product.weight.index_select(0, species) * inv_std).reshape(-1, *product.weight.shape[2:])
+    out = fused_product_basis(a.reshape(-1, a.shape[2]), coef, product.powers.t.table,
+                              product.powers.t_out.table_w, product.degree)
+    torch.testing.assert_close(out.view_as(ref), ref, rtol=1e-12, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# whole model: fused kernels == torch ops
+
+
+def _awkward_batch(cutoff):
+    """Periodic cells (one smaller than the cutoff), a molecule, an atom with no neighbours."""
+    si = bulk("Si", "diamond", a=5.43)  # 2 atoms: many images of each
+    si.rattle(0.05, seed=1)
+    cu = bulk("Cu", "fcc", a=3.61, cubic=True)
+    cu.rattle(0.05, seed=2)
+    mol = molecule("CH3CH2OH")
+    lone = Atoms("HC", positions=[[0, 0, 0], [0, 0, cutoff + 1.0]])  # no edges at all
+    return [si, cu, mol, lone]
+
+
+def _evaluate(model, structures, shuffle_edges=False):
+    batch = collate([atoms_to_graph(a, model.cutoff) for a in structures])
+    edge_index, unit_shifts = batch.edge_index, batch.unit_shifts
+    if shuffle_edges:
+        order = torch.randperm(edge_index.shape[1], generator=torch.Generator().manual_seed(0))
+        edge_index, unit_shifts = edge_index[:, order], unit_shifts[order]
+    vectors = edge_vectors(batch.positions, batch.cell, edge_index, unit_shifts, batch.batch)
+    out = ForceField(model)(
+        batch.numbers, edge_index, vectors.to(model.embedding.dtype), batch.batch, batch.num_graphs,
+        compute_forces=True, compute_virial=True,
+    )
+    return {k: out[k].detach().double() for k in ("energy", "node_energy", "forces", "virial")}
+
+
+@pytest.mark.parametrize("shuffle_edges", [False, True])
+def test_fused_model_matches_torch_ops_exactly(tiny_model_path, shuffle_edges):
+    model, _ = load_checkpoint(tiny_model_path, dtype=torch.float64)
+    model.requires_grad_(False)
+    structures = _awkward_batch(model.cutoff)
+    ref = _evaluate(model, structures)
+    assert kernels.enable(model, radial_intervals=0)
+    out = _evaluate(model, structures, shuffle_edges)
+    for key in ref:
+        torch.testing.assert_close(out[key], ref[key], rtol=1e-12, atol=1e-12)
+    assert ref["forces"].abs().max() > 1e-3
+
+
+def test_two_threads_give_the_same_numbers(tiny_model_path):
+    """The backward pass scatters over senders into one buffer per thread."""
+    model, _ = load_checkpoint(tiny_model_path, dtype=torch.float64)
+    model.requires_grad_(False)
+    structures = [bulk("Si", "diamond", a=5.43, cubic=True).repeat(2)]
+    ref = _evaluate(model, structures)
+    kernels.enable(model, radial_intervals=0)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        out = _evaluate(model, structures)
+    finally:
+        torch.set_num_threads(threads)
+    for key in ref:
+        torch.testing.assert_close(out[key], ref[key], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["gaunt-mlearn", "gaunt-3bpa"])
+def test_tabulated_radial_weights_of_shipped_models(name):
+    """2048 intervals: weights within 1e-9 of the MLP (relative); energies and forces follow."""
+    if name not in available_models():
+        pytest.skip(f"{name} is not shipped here")
+    model, _ = load_checkpoint(resolve_model(name), dtype=torch.float64)
+    model.requires_grad_(False)
+    r = torch.linspace(0.6, model.cutoff, 3001, dtype=torch.float64)
+    for layer in model.layers:
+        conv = layer.conv
+        table = tabulate_radial(lambda x, c=conv: c.radial(model.radial_basis(x), c.fused_columns),
+                                model.cutoff, kernels.DEFAULT_RADIAL_INTERVALS, torch.float64)
+        exact = conv.radial(model.radial_basis(r), conv.fused_columns)
+        x = r / (model.cutoff / table.shape[0])
+        k = x.floor().long().clamp(max=table.shape[0] - 1)
+        t = (x - k)[:, None]
+        c = table[k]
+        approx = c[:, 0] + t * (c[:, 1] + t * (c[:, 2] + t * c[:, 3]))
+        assert (approx - exact).abs().max() < 1e-9 * exact.abs().max()
+
+    structures = [bulk("Si", "diamond", a=5.43, cubic=True)] if name == "gaunt-mlearn" else [molecule("CH3CH2OH")]
+    structures[0].rattle(0.1, seed=3)
+    ref = _evaluate(model, structures)
+    kernels.enable(model)
+    out = _evaluate(model, structures)
+    assert abs(out["energy"] - ref["energy"]).max() < 1e-9 * abs(ref["energy"]).max()
+    assert (out["forces"] - ref["forces"]).abs().max() < 1e-6 * ref["forces"].abs().max()
+
+
+def test_float32_tables_keep_float32_accuracy(tiny_model_path):
+    """Polynomial coefficients, not knot values: the force of a float32 table loses no digits."""
+    structures = [bulk("Si", "diamond", a=5.43, cubic=True)]
+    structures[0].rattle(0.1, seed=4)
+    model64, _ = load_checkpoint(tiny_model_path, dtype=torch.float64)
+    exact = _evaluate(model64.requires_grad_(False), structures)["forces"]
+    errors = {}
+    for fused in (False, True):
+        model, _ = load_checkpoint(tiny_model_path, dtype=torch.float32)
+        model.requires_grad_(False)
+        if fused:
+            kernels.enable(model)
+        errors[fused] = (_evaluate(model, structures)["forces"] - exact).abs().max().item()
+    assert errors[True] < 3 * errors[False] + 1e-7
+
+
+def test_scripting_a_fused_model_keeps_the_torch_ops(tiny_model_path):
+    model, _ = load_checkpoint(tiny_model_path, dtype=torch.float64)
+    model.requires_grad_(False)
+    structures = _awkward_batch(model.cutoff)[:2]
+    ref = _evaluate(model, structures)
+    kernels.enable(model)
+    scripted = torch.jit.script(ForceField(model))
+    batch = collate([atoms_to_graph(a, model.cutoff) for a in structures])
+    vectors = edge_vectors(batch.positions, batch.cell, batch.edge_index, batch.unit_shifts, batch.batch)
+    out = scripted(batch.numbers, batch.edge_index, vectors, batch.batch, batch.num_graphs, True, True, False)
+    torch.testing.assert_close(out["forces"], ref["forces"], rtol=1e-12, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# refusals
+
+
+def test_fused_model_refuses_double_backward(tiny_model_path):
+    model, _ = load_checkpoint(tiny_model_path, dtype=torch.float64)
+    model.requires_grad_(False)
+    kernels.enable(model)
+    batch = collate([atoms_to_graph(bulk("Si", "diamond", a=5.43), model.cutoff)])
+    vectors = edge_vectors(batch.positions, batch.cell, batch.edge_index, batch.unit_shifts, batch.batch)
+    out = ForceField(model)(batch.numbers, batch.edge_index, vectors, batch.batch, 1, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable|differentiate"):
+        out["forces"].square().sum().backward()
+
+
+def test_fused_model_refuses_trainable_weights(tiny_model_path):
+    model, _ = load_checkpoint(tiny_model_path, dtype=torch.float64)
+    kernels.enable(model)  # weights still require grad: a training setup
+    with pytest.raises(RuntimeError, match="kernels.disable"):
+        _evaluate(model, [bulk("Si", "diamond", a=5.43)])
+    kernels.disable(model)
+    _evaluate(model, [bulk("Si", "diamond", a=5.43)])
+
+
+def test_without_a_compiler_the_calculator_uses_torch_ops(tiny_model_path, tmp_path):
+    code = textwrap.dedent(f"""
+        import torch
+        from ase.build import bulk
+        from gaunt_md.calculator import GauntCalculator
+        calc = GauntCalculator({str(tiny_model_path)!r}, device="cpu")
+        assert calc.fused is False and calc.parameters["fused"] is False
+        atoms = bulk("Si", "diamond", a=5.43)
+        atoms.calc = calc
+        assert abs(atoms.get_potential_energy()) < 1e6
+        try:
+            GauntCalculator({str(tiny_model_path)!r}, device="cpu", fused=True)
+        except RuntimeError as error:
+            assert "could not be built" in str(error) and "no-such-compiler" in str(error), error
+        else:
+            raise AssertionError("fused=True without a compiler must raise")
+    """)
+    env = {**os.environ, "CXX": str(tmp_path / "no-such-compiler"), "GAUNT_MD_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_calculator_parameters_record_the_path(tiny_model_path):
+    from gaunt_md.calculator import GauntCalculator
+
+    fused = GauntCalculator(tiny_model_path, device="cpu")
+    plain = GauntCalculator(tiny_model_path, device="cpu", fused=False)
+    assert fused.parameters["fused"] is True and fused.parameters["radial_intervals"] == kernels.DEFAULT_RADIAL_INTERVALS
+    assert plain.parameters["fused"] is False and plain.parameters["radial_intervals"] == 0
+    with pytest.raises(ValueError, match="radial_intervals"):
+        GauntCalculator(tiny_model_path, device="cpu", radial_intervals=-1)
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True)
+    atoms.rattle(0.05, seed=5)
+    e = {}
+    for calc in (fused, plain):
+        atoms.calc = calc
+        e[calc.fused] = (atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress())
+    assert abs(e[True][0] - e[False][0]) < 1e-8
+    np.testing.assert_allclose(e[True][1], e[False][1], atol=1e-7)
+    np.testing.assert_allclose(e[True][2], e[False][2], atol=1e-8)
