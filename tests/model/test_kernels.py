@@ -64,17 +64,18 @@ def _reference_conv(h, coupling, edge_index, deg_in, deg_out, radial):
     return torch.zeros(h.shape[0], len(deg_out), h.shape[2], dtype=h.dtype).index_add(0, edge_index[1], msg)
 
 
-@pytest.mark.parametrize("l_in", [0, 1])
-def test_edge_convolution_kernel_matches_einsum_and_gradcheck(l_in):
+@pytest.mark.parametrize("l_in, channels", [(0, 3), (1, 3), (1, 64)])  # 64: a compile-time channel count
+def test_edge_convolution_kernel_matches_einsum_and_gradcheck(l_in, channels):
     gen = torch.Generator().manual_seed(1)
-    edge_index, h, coupling, deg_in, deg_out = _conv_inputs(gen, l_in=l_in)
-    radial = torch.randn(edge_index.shape[1], 4 * (l_in + 1), 3, generator=gen, dtype=torch.float64)
+    edge_index, h, coupling, deg_in, deg_out = _conv_inputs(gen, l_in=l_in, channels=channels)
+    radial = torch.randn(edge_index.shape[1], 4 * (l_in + 1), channels, generator=gen, dtype=torch.float64)
     out = fused_edge_convolution(h, coupling, edge_index, deg_in, deg_out, radial=radial)
     ref = _reference_conv(h, coupling, edge_index, deg_in, deg_out, radial)
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
     inputs = (radial.requires_grad_(), h.requires_grad_(), coupling.requires_grad_())
     assert torch.autograd.gradcheck(
-        lambda r, x, s: fused_edge_convolution(x, s, edge_index, deg_in, deg_out, radial=r), inputs, atol=1e-8, rtol=1e-6
+        lambda r, x, s: fused_edge_convolution(x, s, edge_index, deg_in, deg_out, radial=r), inputs,
+        atol=1e-8, rtol=1e-6, fast_mode=channels > 8,  # fast mode: random directions, not every input
     )
 
 
@@ -99,6 +100,22 @@ def test_edge_convolution_kernel_with_table_gradcheck_in_lengths():
     torch.testing.assert_close(f(lengths, h, coupling), ref, rtol=0, atol=1e-5)
     inputs = (lengths.requires_grad_(), h.requires_grad_(), coupling.requires_grad_())
     assert torch.autograd.gradcheck(f, inputs, atol=1e-8, rtol=1e-6)
+
+
+@pytest.mark.parametrize("l_in, l_out", [(2, 2), (3, 0)])  # K_in = 9: the generic kernel; 16: unrolled
+def test_product_basis_kernel_on_other_degrees(l_in, l_out):
+    from gaunt_md.model.blocks import GauntProductBasis
+
+    product = GauntProductBasis(num_channels=3, l_in=l_in, nu_max=3, l_out=l_out, num_species=2).double()
+    product.requires_grad_(False)
+    gen = torch.Generator().manual_seed(4)
+    a = torch.randn(4, 3, (l_in + 1) ** 2, generator=gen, dtype=torch.float64)
+    species = torch.tensor([0, 1, 1, 0])
+    ref = product(a, species)
+    product.fused = True
+    torch.testing.assert_close(product(a, species), ref, rtol=1e-12, atol=1e-12)
+    a.requires_grad_()
+    assert torch.autograd.gradcheck(lambda x: product(x, species), (a,), atol=1e-8, rtol=1e-6)
 
 
 def test_product_basis_kernel_matches_torch_ops_and_gradcheck(tiny_model_path):

@@ -117,6 +117,14 @@ def load_library() -> Optional[ctypes.CDLL]:
     return _library
 
 
+def require_library() -> ctypes.CDLL:
+    """:func:`load_library`, or a ``RuntimeError`` that says why it could not be built."""
+    lib = load_library()
+    if lib is None:
+        raise RuntimeError(f"the fused CPU kernels could not be built: {_load_error}")
+    return lib
+
+
 def load_error() -> Optional[str]:
     """Why :func:`load_library` returned ``None`` (``None`` if it has not failed)."""
     return _load_error

@@ -21,7 +21,7 @@ from typing import Optional
 import torch
 from torch.autograd.function import once_differentiable
 
-from gaunt_md.model.kernels.build import load_library, pointer, suffix
+from gaunt_md.model.kernels.build import pointer, require_library, suffix
 
 
 class _FusedEdgeConvolution(torch.autograd.Function):
@@ -29,7 +29,7 @@ class _FusedEdgeConvolution(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, radial, table, lengths, h, coupling, src, rowptr, deg_in, deg_out, dx, l_out1, l_in1):  # type: ignore[override]
-        lib = load_library()
+        lib = require_library()
         n_edges, n_nodes = src.shape[0], h.shape[0]
         channels, k_in, k_out = h.shape[2], h.shape[1], coupling.shape[2]
         shape = (n_edges, n_nodes, channels, k_in, k_out, l_out1, l_in1)
@@ -46,7 +46,7 @@ class _FusedEdgeConvolution(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out):  # type: ignore[override]
         radial, table, lengths, h, coupling = ctx.saved_tensors[:5]  # keeps the pointers in ctx.head alive
-        lib = load_library()
+        lib = require_library()
         n_threads = torch.get_num_threads()
         grad_out = grad_out.contiguous()
         grad_radial = None if radial is None else torch.empty_like(radial)

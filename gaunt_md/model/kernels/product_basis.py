@@ -20,13 +20,13 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from gaunt_md.model.kernels.build import load_library, pointer, suffix
+from gaunt_md.model.kernels.build import pointer, require_library, suffix
 
 
 class _FusedProductBasis(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a, coef, synthesis, projection, deg_out):  # type: ignore[override]
-        lib = load_library()
+        lib = require_library()
         rows, k_in = a.shape
         _, nu_max, l_out1 = coef.shape
         k_out, grid = projection.shape
@@ -44,7 +44,7 @@ class _FusedProductBasis(torch.autograd.Function):
         a = ctx.saved_tensors[0]
         grad_out = grad_out.contiguous()
         grad_a = torch.empty_like(a)
-        getattr(load_library(), f"gaunt_product_backward_{suffix(a.dtype)}")(
+        getattr(require_library(), f"gaunt_product_backward_{suffix(a.dtype)}")(
             *ctx.head, pointer(grad_out), pointer(grad_a), torch.get_num_threads()
         )
         return grad_a, None, None, None, None

@@ -69,10 +69,14 @@ struct Table {
     }
 };
 
-template <typename T>
-void forward(const Shape& s, const T* R, const Table<T>& table, const T* lengths, const T* h, const T* S, const int64_t* src, const int64_t* rowptr,
-             const int64_t* deg_in, const int64_t* deg_out, T* A, int n_threads) {
-    const int64_t C = s.channels, K_in = s.k_in, K_out = s.k_out, L_in1 = s.l_in1;
+// CT > 0: the channel count as a compile-time constant (the loops over c unroll into registers);
+// CT = 0: any channel count.
+template <typename T, int CT>
+void forward(const Shape& s, const T* R, const Table<T>& table, const T* lengths, const T* h, const T* S,
+             const int64_t* src, const int64_t* rowptr, const int64_t* deg_in, const int64_t* deg_out, T* A,
+             int n_threads) {
+    const int64_t C = CT > 0 ? CT : s.channels;
+    const int64_t K_in = s.k_in, K_out = s.k_out, L_in1 = s.l_in1;
     const int64_t paths = s.l_out1 * L_in1;
 #pragma omp parallel num_threads(n_threads)
     {
@@ -95,12 +99,12 @@ void forward(const Shape& s, const T* R, const Table<T>& table, const T* lengths
 #pragma omp simd
                         for (int64_t c = 0; c < C; ++c) xa[c] = r[c] * ha[c];
                     }
+                // A[i, k, c] += sum_a S[a, k] x[deg k, a, c]
                 for (int64_t k = 0; k < K_out; ++k) {
-                    T* Aik = Ai + k * C;
                     const T* xl = x.data() + deg_out[k] * K_in * C;
+                    T* Aik = Ai + k * C;
                     for (int64_t a = 0; a < K_in; ++a) {
                         const T sak = Se[a * K_out + k];
-                        if (sak == T(0)) continue;
                         const T* xa = xl + a * C;
 #pragma omp simd
                         for (int64_t c = 0; c < C; ++c) Aik[c] += sak * xa[c];
@@ -111,15 +115,16 @@ void forward(const Shape& s, const T* R, const Table<T>& table, const T* lengths
     }
 }
 
-template <typename T>
-void backward(const Shape& s, const T* R, const Table<T>& table, const T* lengths, const T* h, const T* S, const int64_t* src, const int64_t* rowptr,
-              const int64_t* deg_in, const int64_t* deg_out, const T* gA, T* gR, T* g_lengths, T* gS,
-              T* gh_work, int n_threads) {
-    const int64_t C = s.channels, K_in = s.k_in, K_out = s.k_out, L_in1 = s.l_in1;
+template <typename T, int CT>
+void backward(const Shape& s, const T* R, const Table<T>& table, const T* lengths, const T* h, const T* S,
+              const int64_t* src, const int64_t* rowptr, const int64_t* deg_in, const int64_t* deg_out,
+              const T* gA, T* gR, T* g_lengths, T* gS, T* gh_work, int n_threads) {
+    const int64_t C = CT > 0 ? CT : s.channels;
+    const int64_t K_in = s.k_in, K_out = s.k_out, L_in1 = s.l_in1;
     const int64_t paths = s.l_out1 * L_in1;
 #pragma omp parallel num_threads(n_threads)
     {
-        std::vector<T> gx(s.l_out1 * K_in * C);  // dL/dx[l3, a, c]
+        std::vector<T> x(s.l_out1 * K_in * C), gx(s.l_out1 * K_in * C);  // x and dL/dx [l3, a, c]
         std::vector<T> r_buf(table.data ? paths * C : 0), gr_buf(table.data ? paths * C : 0);
         T* gh = gh_work + static_cast<int64_t>(omp_get_thread_num()) * s.n_nodes * K_in * C;
 #pragma omp for schedule(dynamic, 8)
@@ -134,25 +139,36 @@ void backward(const Shape& s, const T* R, const Table<T>& table, const T* length
                 T* gRe = table.data ? gr_buf.data() : gR + e * paths * C;
                 T* gSe = gS + e * K_in * K_out;
                 T* ghj = gh + j * K_in * C;
-                std::fill(gx.begin(), gx.end(), T(0));
+                for (int64_t l3 = 0; l3 < s.l_out1; ++l3)
+                    for (int64_t a = 0; a < K_in; ++a) {
+                        const T* r = Re + (l3 * L_in1 + deg_in[a]) * C;
+                        const T* ha = hj + a * C;
+                        T* xa = x.data() + (l3 * K_in + a) * C;
+                        T* gxa = gx.data() + (l3 * K_in + a) * C;
+#pragma omp simd
+                        for (int64_t c = 0; c < C; ++c) {
+                            xa[c] = r[c] * ha[c];
+                            gxa[c] = T(0);
+                        }
+                    }
+                // dL/dS[e, a, k] = sum_c x[deg k, a, c] g[k, c];  dL/dx[deg k, a, c] += S[a, k] g[k, c]
                 for (int64_t k = 0; k < K_out; ++k) {
                     const int64_t l3 = deg_out[k];
                     const T* g = gAi + k * C;
                     for (int64_t a = 0; a < K_in; ++a) {
                         const T sak = Se[a * K_out + k];
-                        // dL/dS[e, a, k] = sum_c x[l3, a, c] g[c]; dL/dx[l3, a, c] += S[a, k] g[c]
-                        const T* r = Re + (l3 * L_in1 + deg_in[a]) * C;
-                        const T* ha = hj + a * C;
+                        const T* xa = x.data() + (l3 * K_in + a) * C;
                         T* gxa = gx.data() + (l3 * K_in + a) * C;
                         T dot = T(0);
 #pragma omp simd reduction(+ : dot)
                         for (int64_t c = 0; c < C; ++c) {
-                            dot += r[c] * ha[c] * g[c];
+                            dot += xa[c] * g[c];
                             gxa[c] += sak * g[c];
                         }
                         gSe[a * K_out + k] = dot;
                     }
                 }
+                // dL/dR[l3, l1, c] = sum_{deg a = l1} gx h;  dL/dh[j, a, c] += sum_l3 gx R
                 std::memset(gRe, 0, sizeof(T) * paths * C);
                 for (int64_t l3 = 0; l3 < s.l_out1; ++l3)
                     for (int64_t a = 0; a < K_in; ++a) {
@@ -174,40 +190,59 @@ void backward(const Shape& s, const T* R, const Table<T>& table, const T* length
     }
 }
 
+// one instantiation per common channel count, a generic one for the rest
+#define GAUNT_CHANNEL_DISPATCH(FN, C, ...)               \
+    switch (C) {                                         \
+        case 16: FN<T, 16>(__VA_ARGS__); break;          \
+        case 32: FN<T, 32>(__VA_ARGS__); break;          \
+        case 64: FN<T, 64>(__VA_ARGS__); break;          \
+        case 128: FN<T, 128>(__VA_ARGS__); break;        \
+        default: FN<T, 0>(__VA_ARGS__); break;           \
+    }
+
+template <typename T>
+void forward_any(const Shape& s, const T* R, const Table<T>& table, const T* lengths, const T* h, const T* S,
+                 const int64_t* src, const int64_t* rowptr, const int64_t* deg_in, const int64_t* deg_out, T* A,
+                 int n_threads) {
+    GAUNT_CHANNEL_DISPATCH(forward, s.channels, s, R, table, lengths, h, S, src, rowptr, deg_in, deg_out, A,
+                           n_threads)
+}
+
+template <typename T>
+void backward_any(const Shape& s, const T* R, const Table<T>& table, const T* lengths, const T* h, const T* S,
+                  const int64_t* src, const int64_t* rowptr, const int64_t* deg_in, const int64_t* deg_out,
+                  const T* gA, T* gR, T* g_lengths, T* gS, T* gh_work, int n_threads) {
+    GAUNT_CHANNEL_DISPATCH(backward, s.channels, s, R, table, lengths, h, S, src, rowptr, deg_in, deg_out, gA, gR,
+                           g_lengths, gS, gh_work, n_threads)
+}
+
 }  // namespace
 
 extern "C" {
 
-#define GAUNT_SHAPE Shape s{n_edges, n_nodes, channels, k_in, k_out, l_out1, l_in1}
-#define GAUNT_TABLE(T) Table<T> table{table_data, inv_dx, n_intervals, l_out1 * l_in1 * channels}
-
-// R: [E, (l3, l1), C] or NULL; then table [n_intervals, 4, (l3, l1) C] and lengths [E] are used.
-#define GAUNT_DEFINE(SUFFIX, T)                                                                               \
-    void gaunt_edge_conv_forward_##SUFFIX(int64_t n_edges, int64_t n_nodes, int64_t channels, int64_t k_in,   \
-                                           int64_t k_out, int64_t l_out1, int64_t l_in1, const T* R,          \
-                                           const T* table_data, T inv_dx, int64_t n_intervals,                \
-                                           const T* lengths, const T* h, const T* S, const int64_t* src,      \
-                                           const int64_t* rowptr, const int64_t* deg_in,                      \
-                                           const int64_t* deg_out, T* A, int n_threads) {                     \
-        GAUNT_SHAPE;                                                                                          \
-        GAUNT_TABLE(T);                                                                                        \
-        forward<T>(s, R, table, lengths, h, S, src, rowptr, deg_in, deg_out, A, n_threads);                   \
-    }                                                                                                         \
-    void gaunt_edge_conv_backward_##SUFFIX(int64_t n_edges, int64_t n_nodes, int64_t channels, int64_t k_in,  \
-                                            int64_t k_out, int64_t l_out1, int64_t l_in1, const T* R,         \
-                                            const T* table_data, T inv_dx, int64_t n_intervals,               \
-                                            const T* lengths, const T* h, const T* S, const int64_t* src,     \
-                                            const int64_t* rowptr, const int64_t* deg_in,                     \
-                                            const int64_t* deg_out, const T* gA, T* gR, T* g_lengths, T* gS,  \
-                                            T* gh_work, int n_threads) {                                      \
-        GAUNT_SHAPE;                                                                                          \
-        GAUNT_TABLE(T);                                                                                        \
-        backward<T>(s, R, table, lengths, h, S, src, rowptr, deg_in, deg_out, gA, gR, g_lengths, gS, gh_work, \
-                    n_threads);                                                                               \
+// R: [E, (l3, l1), C], or NULL: then table [n_intervals, 4, (l3, l1) C] and lengths [E] are used.
+#define GAUNT_DEFINE(SUFFIX, T)                                                                              \
+    void gaunt_edge_conv_forward_##SUFFIX(                                                                   \
+        int64_t n_edges, int64_t n_nodes, int64_t channels, int64_t k_in, int64_t k_out, int64_t l_out1,     \
+        int64_t l_in1, const T* R, const T* table_data, T inv_dx, int64_t n_intervals, const T* lengths,     \
+        const T* h, const T* S, const int64_t* src, const int64_t* rowptr, const int64_t* deg_in,            \
+        const int64_t* deg_out, T* A, int n_threads) {                                                       \
+        Shape s{n_edges, n_nodes, channels, k_in, k_out, l_out1, l_in1};                                     \
+        Table<T> table{table_data, inv_dx, n_intervals, l_out1 * l_in1 * channels};                          \
+        forward_any<T>(s, R, table, lengths, h, S, src, rowptr, deg_in, deg_out, A, n_threads);              \
+    }                                                                                                        \
+    void gaunt_edge_conv_backward_##SUFFIX(                                                                  \
+        int64_t n_edges, int64_t n_nodes, int64_t channels, int64_t k_in, int64_t k_out, int64_t l_out1,     \
+        int64_t l_in1, const T* R, const T* table_data, T inv_dx, int64_t n_intervals, const T* lengths,     \
+        const T* h, const T* S, const int64_t* src, const int64_t* rowptr, const int64_t* deg_in,            \
+        const int64_t* deg_out, const T* gA, T* gR, T* g_lengths, T* gS, T* gh_work, int n_threads) {        \
+        Shape s{n_edges, n_nodes, channels, k_in, k_out, l_out1, l_in1};                                     \
+        Table<T> table{table_data, inv_dx, n_intervals, l_out1 * l_in1 * channels};                          \
+        backward_any<T>(s, R, table, lengths, h, S, src, rowptr, deg_in, deg_out, gA, gR, g_lengths, gS,     \
+                        gh_work, n_threads);                                                                 \
     }
 
 GAUNT_DEFINE(f32, float)
 GAUNT_DEFINE(f64, double)
-
 
 }  // extern "C"

@@ -9,6 +9,7 @@
 // Rows b = (node, channel) are independent: one thread takes whole rows, grid values live in a
 // buffer of G numbers (no [B, nu, G] tensor is ever written, which is what the torch ops pay for).
 // The backward pass gives dL/da (the weights are frozen at inference); f is recomputed.
+// K_in = 16 (l_max 3) has its own instantiation: the synthesis sum over j then unrolls.
 
 #include <cstdint>
 #include <vector>
@@ -20,9 +21,20 @@ struct ProductShape {
     int64_t rows, k_in, k_out, grid, nu_max, l_out1;
 };
 
-template <typename T>
+// f[g] = sum_j a[j] Y[j, g]. KT > 0: K_in as a compile-time constant, the sum over j unrolls into
+// one register per lane of g; KT = 0: any K_in, the sum over j outermost.
+template <typename T, int KT>
 inline void synthesis(const ProductShape& s, const T* a, const T* Y, T* f) {
     const int64_t G = s.grid;
+    if (KT > 0) {
+#pragma omp simd
+        for (int64_t g = 0; g < G; ++g) {
+            T acc = T(0);
+            for (int64_t j = 0; j < KT; ++j) acc += a[j] * Y[j * G + g];
+            f[g] = acc;
+        }
+        return;
+    }
     for (int64_t g = 0; g < G; ++g) f[g] = T(0);
     for (int64_t j = 0; j < s.k_in; ++j) {
         const T aj = a[j];
@@ -32,7 +44,7 @@ inline void synthesis(const ProductShape& s, const T* a, const T* Y, T* f) {
     }
 }
 
-template <typename T>
+template <typename T, int KT>
 void product_forward(const ProductShape& s, const T* a, const T* coef, const T* Y, const T* Yw,
                      const int64_t* deg_out, T* out, int n_threads) {
     const int64_t G = s.grid, L1 = s.l_out1, nu_max = s.nu_max;
@@ -41,7 +53,7 @@ void product_forward(const ProductShape& s, const T* a, const T* coef, const T* 
         std::vector<T> f(G), q(G);
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < s.rows; ++b) {
-            synthesis(s, a + b * s.k_in, Y, f.data());
+            synthesis<T, KT>(s, a + b * s.k_in, Y, f.data());
             const T* cb = coef + b * nu_max * L1;  // coef[b, nu-1, l]
             T* ob = out + b * s.k_out;
             for (int64_t l = 0; l < L1; ++l) {
@@ -68,7 +80,7 @@ void product_forward(const ProductShape& s, const T* a, const T* coef, const T* 
     }
 }
 
-template <typename T>
+template <typename T, int KT>
 void product_backward(const ProductShape& s, const T* a, const T* coef, const T* Y, const T* Yw,
                       const int64_t* deg_out, const T* grad_out, T* grad_a, int n_threads) {
     const int64_t G = s.grid, L1 = s.l_out1, nu_max = s.nu_max;
@@ -77,7 +89,7 @@ void product_backward(const ProductShape& s, const T* a, const T* coef, const T*
         std::vector<T> f(G), back(G), dp(G), gf(G);
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < s.rows; ++b) {
-            synthesis(s, a + b * s.k_in, Y, f.data());
+            synthesis<T, KT>(s, a + b * s.k_in, Y, f.data());
             const T* cb = coef + b * nu_max * L1;
             const T* gb = grad_out + b * s.k_out;
 #pragma omp simd
@@ -124,20 +136,26 @@ void product_backward(const ProductShape& s, const T* a, const T* coef, const T*
 
 extern "C" {
 
-#define GAUNT_PRODUCT_DEFINE(SUFFIX, T)                                                                     \
-    void gaunt_product_forward_##SUFFIX(int64_t rows, int64_t k_in, int64_t k_out, int64_t grid,            \
-                                        int64_t nu_max, int64_t l_out1, const T* a, const T* coef,          \
-                                        const T* Y, const T* Yw, const int64_t* deg_out, T* out,            \
-                                        int n_threads) {                                                    \
-        ProductShape s{rows, k_in, k_out, grid, nu_max, l_out1};                                            \
-        product_forward<T>(s, a, coef, Y, Yw, deg_out, out, n_threads);                                     \
-    }                                                                                                       \
-    void gaunt_product_backward_##SUFFIX(int64_t rows, int64_t k_in, int64_t k_out, int64_t grid,           \
-                                         int64_t nu_max, int64_t l_out1, const T* a, const T* coef,         \
-                                         const T* Y, const T* Yw, const int64_t* deg_out,                   \
-                                         const T* grad_out, T* grad_a, int n_threads) {                     \
-        ProductShape s{rows, k_in, k_out, grid, nu_max, l_out1};                                            \
-        product_backward<T>(s, a, coef, Y, Yw, deg_out, grad_out, grad_a, n_threads);                       \
+#define GAUNT_PRODUCT_DEFINE(SUFFIX, T)                                                                      \
+    void gaunt_product_forward_##SUFFIX(int64_t rows, int64_t k_in, int64_t k_out, int64_t grid,             \
+                                        int64_t nu_max, int64_t l_out1, const T* a, const T* coef,           \
+                                        const T* Y, const T* Yw, const int64_t* deg_out, T* out,             \
+                                        int n_threads) {                                                     \
+        ProductShape s{rows, k_in, k_out, grid, nu_max, l_out1};                                             \
+        if (k_in == 16)                                                                                      \
+            product_forward<T, 16>(s, a, coef, Y, Yw, deg_out, out, n_threads);                              \
+        else                                                                                                 \
+            product_forward<T, 0>(s, a, coef, Y, Yw, deg_out, out, n_threads);                               \
+    }                                                                                                        \
+    void gaunt_product_backward_##SUFFIX(int64_t rows, int64_t k_in, int64_t k_out, int64_t grid,            \
+                                         int64_t nu_max, int64_t l_out1, const T* a, const T* coef,          \
+                                         const T* Y, const T* Yw, const int64_t* deg_out,                    \
+                                         const T* grad_out, T* grad_a, int n_threads) {                      \
+        ProductShape s{rows, k_in, k_out, grid, nu_max, l_out1};                                             \
+        if (k_in == 16)                                                                                      \
+            product_backward<T, 16>(s, a, coef, Y, Yw, deg_out, grad_out, grad_a, n_threads);                \
+        else                                                                                                 \
+            product_backward<T, 0>(s, a, coef, Y, Yw, deg_out, grad_out, grad_a, n_threads);                 \
     }
 
 GAUNT_PRODUCT_DEFINE(f32, float)
