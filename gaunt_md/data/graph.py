@@ -115,7 +115,7 @@ def atoms_to_graph(atoms: Atoms, cutoff: float, *, min_distance: float | None = 
     cell = np.asarray(atoms.cell.array, dtype=np.float64)
     pbc = np.asarray(atoms.pbc, dtype=bool)
 
-    edge_index, unit_shifts = neighbor_list(positions, cell, pbc, cutoff)
+    edge_index, unit_shifts, distances = neighbor_list(positions, cell, pbc, cutoff, return_distances=True)
     graph = AtomicGraph(
         numbers=numbers,
         positions=positions,
@@ -125,21 +125,27 @@ def atoms_to_graph(atoms: Atoms, cutoff: float, *, min_distance: float | None = 
         unit_shifts=unit_shifts,
     )
     if min_distance is not None:
-        _check_min_distance(graph, float(cutoff), float(min_distance))
+        _check_min_distance(graph, float(cutoff), float(min_distance), distances)
     return graph
 
 
-def _check_min_distance(graph: AtomicGraph, cutoff: float, min_distance: float) -> None:
-    """Raise StructureError naming the closest pair if it is closer than ``min_distance``."""
+def _check_min_distance(
+    graph: AtomicGraph, cutoff: float, min_distance: float, distances: np.ndarray | None = None
+) -> None:
+    """Raise StructureError naming the closest pair if it is closer than ``min_distance``.
+
+    ``distances``: the lengths of the graph's edges, if known (saves recomputing them)."""
     if not min_distance >= 0.0:
         raise StructureError(f"min_distance must be a number >= 0 (Å), got {min_distance!r}")
     if min_distance <= cutoff:
         edge_index, unit_shifts = graph.edge_index, graph.unit_shifts
     else:
         edge_index, unit_shifts = neighbor_list(graph.positions, graph.cell, graph.pbc, min_distance)
+        distances = None
     if edge_index.shape[1] == 0:
         return
-    distances = np.linalg.norm(edge_vectors(graph.positions, graph.cell, edge_index, unit_shifts), axis=1)
+    if distances is None:
+        distances = np.linalg.norm(edge_vectors(graph.positions, graph.cell, edge_index, unit_shifts), axis=1)
     closest = int(np.argmin(distances))
     if distances[closest] >= min_distance:
         return

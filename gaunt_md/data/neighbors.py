@@ -46,7 +46,9 @@ def neighbor_list(
     cell: np.ndarray,
     pbc: np.ndarray,
     cutoff: float,
-) -> tuple[np.ndarray, np.ndarray]:
+    *,
+    return_distances: bool = False,
+) -> tuple[np.ndarray, ...]:
     """Return all directed edges ``j -> i`` with ``|r_ij| < cutoff``, periodic images included.
 
     Args:
@@ -60,10 +62,12 @@ def neighbor_list(
         ``(edge_index, unit_shifts)``:
 
         * ``edge_index``: int64 [2, n_edges]; row 0 = sender ``j`` (neighbour), row 1 = receiver
-          ``i`` (centre). Sorted by receiver, then sender; edges of one (i, j) pair (several
-          images) keep matscipy's (deterministic) order.
+          ``i`` (centre). Sorted by receiver (what the fused kernels walk); the edges of one
+          receiver keep matscipy's (deterministic) order.
         * ``unit_shifts``: float64 [n_edges, 3], integer-valued, zero along non-periodic axes,
           such that ``r_ij = positions[j] - positions[i] + unit_shifts @ cell``.
+        * with ``return_distances=True`` also ``distances``: float64 [n_edges], ``|r_ij|`` (Å)
+          as matscipy computed them (equal to the formula above up to rounding).
 
     Raises:
         StructureError: NaN/inf in positions or cell, bad shapes, a non-positive or non-finite
@@ -74,11 +78,12 @@ def neighbor_list(
     positions, cell, pbc, cutoff = _validate(positions, cell, pbc, cutoff)
     n_atoms = len(positions)
     if n_atoms == 0:
-        return np.zeros((2, 0), dtype=np.int64), np.zeros((0, 3), dtype=np.float64)
+        empty = (np.zeros((2, 0), dtype=np.int64), np.zeros((0, 3), dtype=np.float64))
+        return empty + (np.zeros(0),) if return_distances else empty
 
     search_cell, origin = _search_cell(positions, cell, pbc, cutoff)
-    i, j, shifts = _matscipy_neighbour_list(
-        "ijS",
+    i, j, shifts, distances = _matscipy_neighbour_list(
+        "ijSd",
         positions=positions,
         cell=search_cell,
         pbc=pbc,
@@ -89,23 +94,28 @@ def neighbor_list(
     j = np.asarray(j, dtype=np.int64)
     unit_shifts = np.asarray(shifts, dtype=np.float64).reshape(-1, 3)
 
-    # Enforce the strict |r_ij| < cutoff of the contract with the very formula callers use, and
-    # drop the zero-shift self pair (matscipy returns neither today; stay robust anyway).
-    vectors = positions[j]
-    vectors -= positions[i]
-    vectors += unit_shifts @ cell
-    drop = np.einsum("ek,ek->e", vectors, vectors) >= cutoff * cutoff
-    drop |= (i == j) & ~unit_shifts.any(axis=1)
+    # Enforce the strict |r_ij| < cutoff of the contract with the very formula callers use (for
+    # the pairs within rounding of the cutoff), and drop the zero-shift self pair (matscipy
+    # returns neither today; stay robust anyway).
+    drop = (i == j) & ~unit_shifts.any(axis=1)
+    near = np.flatnonzero(distances > cutoff * (1.0 - 1e-9))
+    if len(near):
+        vectors = positions[j[near]] - positions[i[near]] + unit_shifts[near] @ cell
+        drop[near] |= np.einsum("ek,ek->e", vectors, vectors) >= cutoff * cutoff
 
-    # Receiver-major, then sender (one stable int64 sort; much cheaper than a 5-key lexsort).
-    key = i * n_atoms + j
-    order = np.argsort(key, kind="stable")
-    if drop.any():
+    # Receiver-major (matscipy's order already is; a stable sort otherwise, which keeps its order
+    # of the senders of one receiver).
+    if len(i) > 1 and not (i[1:] >= i[:-1]).all():
+        order = np.argsort(i, kind="stable")
         order = order[~drop[order]]
-    edge_index = np.empty((2, len(order)), dtype=np.int64)
-    np.take(j, order, out=edge_index[0])
-    np.take(i, order, out=edge_index[1])
-    return edge_index, unit_shifts[order]
+    else:
+        order = np.flatnonzero(~drop) if drop.any() else None
+    if order is not None:
+        i, j, unit_shifts, distances = i[order], j[order], unit_shifts[order], distances[order]
+    edge_index = np.stack([j, i])
+    if return_distances:
+        return edge_index, unit_shifts, np.asarray(distances, dtype=np.float64)
+    return edge_index, unit_shifts
 
 
 def edge_vectors(
