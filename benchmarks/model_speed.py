@@ -328,6 +328,7 @@ def batch_benchmark(args, models: dict) -> None:
 
     torch.set_num_threads(args.threads)
     cells = random_small_cells(args.batch_size)
+    print(f"batch on {args.threads} torch threads, loop on {args.loop_threads or args.threads}")
     print(f"calculate_batch: {len(cells)} Si cells, {sum(map(len, cells))} atoms "
           f"({min(map(len, cells))}-{max(map(len, cells))} per cell), energy+forces+stress")
     for dtype in args.dtypes:
@@ -338,6 +339,7 @@ def batch_benchmark(args, models: dict) -> None:
             t = time.perf_counter()
             calc.calculate_batch(cells)
             t_batch.append(time.perf_counter() - t)
+            torch.set_num_threads(args.loop_threads or args.threads)
             t = time.perf_counter()
             for atoms in cells:
                 atoms.calc = calc
@@ -345,6 +347,7 @@ def batch_benchmark(args, models: dict) -> None:
                 atoms.get_stress()
                 calc.reset()
             t_loop.append(time.perf_counter() - t)
+            torch.set_num_threads(args.threads)
         b, lo = min(t_batch), min(t_loop)
         print(f"  {dtype}: batch {b:.2f} s ({1e3 * b / len(cells):.2f} ms/cell), loop {lo:.2f} s "
               f"({1e3 * lo / len(cells):.2f} ms/cell), speed-up {lo / b:.1f}x")
@@ -427,6 +430,8 @@ def main() -> None:
                         "for gaunt and MACE alike; default: glibc's defaults")
     parser.add_argument("--batch", action="store_true", help="calculate_batch vs a loop of single calls")
     parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--loop-threads", type=int, default=None,
+                        help="torch threads for the loop of single calls (default: --threads)")
     parser.add_argument("--profile", action="store_true", help="torch.profiler breakdown of the gaunt model")
     parser.add_argument("--json", help="write raw results here")
     args = parser.parse_args()

@@ -47,7 +47,7 @@ def main() -> None:
     for name, files in FIXTURES.items():
         if name not in available_models():
             continue
-        frames = [a for f in files for a in read_labelled(ROOT / "tests" / "data" / "fixtures" / f)]
+        frames = [s.atoms for f in files for s in read_labelled(ROOT / "tests" / "data" / "fixtures" / f)]
         ref_calc = GauntCalculator(name, device="cpu", dtype=args.dtype, fused=False)
         ref = ref_calc.calculate_batch(frames, properties=("energy", "forces"))
         cells = []

@@ -66,6 +66,10 @@ class EdgeConvolution(nn.Module):
     times ``T_e`` the "component"-normalised harmonics (unit variance per entry, as in MACE).
     ``s`` (``message_scale``) is fixed from training data before training
     (:func:`gaunt_md.train.stats.message_scales`) so that the product basis sees unit-scale inputs.
+
+    For inference on CPU, :func:`gaunt_md.model.kernels.enable` switches ``forward`` to a fused
+    C++ pass over the edges that keeps only the non-zero part of ``T_e`` and never writes an
+    edge-sized feature tensor (``_forward_fused``; TorchScript and training keep this path).
     """
 
     def __init__(
@@ -99,7 +103,7 @@ class EdgeConvolution(nn.Module):
         # fused CPU kernel (gaunt_md.model.kernels, switched on by kernels.enable): the non-zero part
         # of the coupling, S[e, a, k] = T_e[(deg k, a), k], and R laid out channels-last [E, (l3, l1), C]
         self.fused = False
-        self.register_buffer("radial_table", torch.zeros(0), persistent=False)  # [n+1, 2, (l3, l1) C] or empty
+        self.register_buffer("radial_table", torch.zeros(0), persistent=False)  # [n, 4, (l3, l1) C] or empty
         self.radial_dx = 1.0
         self.register_buffer(
             "coupling_sparse", g.permute(1, 0, 2).reshape(k_edge, k_in * k_edge).contiguous(), persistent=False

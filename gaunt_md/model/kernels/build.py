@@ -80,7 +80,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         pf = getattr(lib, f"gaunt_product_forward_{suffix}")
         pf.argtypes = head + [ptr, c_int]  # out, n_threads
         pb = getattr(lib, f"gaunt_product_backward_{suffix}")
-        pb.argtypes = head + [ptr, ptr, c_int]  # grad_out, grad_a, n_threads
+        pb.argtypes = head + [ptr, ptr, ptr, c_int]  # YT, grad_out, grad_a, n_threads
         for fn in (fwd, bwd, pf, pb):
             fn.restype = None
     lib.gaunt_kernels_abi_version.restype = c_int

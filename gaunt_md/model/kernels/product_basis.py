@@ -41,11 +41,12 @@ class _FusedProductBasis(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):  # type: ignore[override]
-        a = ctx.saved_tensors[0]
+        a, synthesis = ctx.saved_tensors[0], ctx.saved_tensors[2]
         grad_out = grad_out.contiguous()
         grad_a = torch.empty_like(a)
+        synthesis_t = synthesis.t().contiguous()  # [G, K]
         getattr(require_library(), f"gaunt_product_backward_{suffix(a.dtype)}")(
-            *ctx.head, pointer(grad_out), pointer(grad_a), torch.get_num_threads()
+            *ctx.head, pointer(synthesis_t), pointer(grad_out), pointer(grad_a), torch.get_num_threads()
         )
         return grad_a, None, None, None, None
 
@@ -61,6 +62,12 @@ def fused_product_basis(
     if coef.requires_grad and torch.is_grad_enabled():
         raise RuntimeError("the fused product basis has no gradient for its weights (inference only)")
     dtype = a.dtype
+    # zero grid columns up to a multiple of 16 points: whole SIMD vectors, no remainder loops
+    # (f = 0 there, and every power of it is 0: the result is unchanged)
+    pad = -synthesis.shape[1] % 16
+    if pad:
+        synthesis = torch.nn.functional.pad(synthesis, (0, pad))
+        projection = torch.nn.functional.pad(projection, (0, pad))
     return _FusedProductBasis.apply(
         a.contiguous(), coef.to(dtype).contiguous(), synthesis.to(dtype).contiguous(),
         projection.to(dtype).contiguous(), deg_out.contiguous(),

@@ -5,7 +5,8 @@
 //
 // which is gaunt_md.model.blocks.GauntProductBasis: the projected powers of the per-channel
 // spherical function f, weighted per species, channel, nu and output degree. Y [K, G] is the
-// synthesis table of the grid, Yw [K_out, G] the projection table times the quadrature weights.
+// synthesis table of the grid (YT [G, K] its transpose, for the backward pass), Yw [K_out, G] the
+// projection table times the quadrature weights.
 // Rows b = (node, channel) are independent: one thread takes whole rows, grid values live in a
 // buffer of G numbers (no [B, nu, G] tensor is ever written, which is what the torch ops pay for).
 // The backward pass gives dL/da (the weights are frozen at inference); f is recomputed.
@@ -81,7 +82,7 @@ void product_forward(const ProductShape& s, const T* a, const T* coef, const T* 
 }
 
 template <typename T, int KT>
-void product_backward(const ProductShape& s, const T* a, const T* coef, const T* Y, const T* Yw,
+void product_backward(const ProductShape& s, const T* a, const T* coef, const T* Y, const T* YT, const T* Yw,
                       const int64_t* deg_out, const T* grad_out, T* grad_a, int n_threads) {
     const int64_t G = s.grid, L1 = s.l_out1, nu_max = s.nu_max;
 #pragma omp parallel num_threads(n_threads)
@@ -120,13 +121,16 @@ void product_backward(const ProductShape& s, const T* a, const T* coef, const T*
 #pragma omp simd
                 for (int64_t g = 0; g < G; ++g) gf[g] += dp[g] * back[g];
             }
+            // dL/da[j] = sum_g Y[j, g] gf[g], vectorised over j with the transposed table YT [G, K]
             T* ga = grad_a + b * s.k_in;
-            for (int64_t j = 0; j < s.k_in; ++j) {
-                const T* y = Y + j * G;
-                T acc = T(0);
-#pragma omp simd reduction(+ : acc)
-                for (int64_t g = 0; g < G; ++g) acc += y[g] * gf[g];
-                ga[j] = acc;
+            const int64_t K = KT > 0 ? KT : s.k_in;
+#pragma omp simd
+            for (int64_t j = 0; j < K; ++j) ga[j] = T(0);
+            for (int64_t g = 0; g < G; ++g) {
+                const T gg = gf[g];
+                const T* yt = YT + g * K;
+#pragma omp simd
+                for (int64_t j = 0; j < K; ++j) ga[j] += gg * yt[j];
             }
         }
     }
@@ -149,13 +153,13 @@ extern "C" {
     }                                                                                                        \
     void gaunt_product_backward_##SUFFIX(int64_t rows, int64_t k_in, int64_t k_out, int64_t grid,            \
                                          int64_t nu_max, int64_t l_out1, const T* a, const T* coef,          \
-                                         const T* Y, const T* Yw, const int64_t* deg_out,                    \
+                                         const T* Y, const T* Yw, const int64_t* deg_out, const T* YT,       \
                                          const T* grad_out, T* grad_a, int n_threads) {                      \
         ProductShape s{rows, k_in, k_out, grid, nu_max, l_out1};                                             \
         if (k_in == 16)                                                                                      \
-            product_backward<T, 16>(s, a, coef, Y, Yw, deg_out, grad_out, grad_a, n_threads);                \
+            product_backward<T, 16>(s, a, coef, Y, YT, Yw, deg_out, grad_out, grad_a, n_threads);            \
         else                                                                                                 \
-            product_backward<T, 0>(s, a, coef, Y, Yw, deg_out, grad_out, grad_a, n_threads);                 \
+            product_backward<T, 0>(s, a, coef, Y, YT, Yw, deg_out, grad_out, grad_a, n_threads);             \
     }
 
 GAUNT_PRODUCT_DEFINE(f32, float)
