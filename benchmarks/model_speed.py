@@ -10,6 +10,7 @@ calculator, neighbour list included.
     python benchmarks/model_speed.py --big              # also Si 4096 (8x8x8 diamond)
     python benchmarks/model_speed.py --systems Si64 --dtypes float32 --rounds 1
     python benchmarks/model_speed.py --batch            # calculate_batch vs a loop of single calls
+    python benchmarks/model_speed.py --torch-ops        # gaunt without the fused CPU kernels
     python benchmarks/model_speed.py --profile Si216 --dtypes float32   # torch.profiler breakdown
 
 Peer sizes (anchors.md): 64 channels, edge l_max 3, hidden 64x0e+64x1o, correlation 3,
@@ -161,12 +162,12 @@ def _timed(module, name: str, box: list):
     setattr(module, name, wrapper)
 
 
-def make_calculator(model: str, path: str, dtype: str, nl_box: list):
+def make_calculator(model: str, path: str, dtype: str, nl_box: list, torch_ops: bool = False):
     if model == "gaunt":
         import gaunt_md.calculator as gc
 
         _timed(gc, "atoms_to_graph", nl_box)
-        return gc.GauntCalculator(path, device="cpu", dtype=dtype)
+        return gc.GauntCalculator(path, device="cpu", dtype=dtype, fused=False if torch_ops else None)
     import logging
 
     logging.disable(logging.WARNING)
@@ -192,7 +193,7 @@ def worker(spec: dict) -> dict:
         import mace.calculators  # noqa: F401
     rss_imports = _status_kb("VmRSS")
     atoms = build_structure(spec["system"])
-    calc = make_calculator(spec["model"], spec["path"], spec["dtype"], nl_box)
+    calc = make_calculator(spec["model"], spec["path"], spec["dtype"], nl_box, spec.get("torch_ops", False))
     atoms.calc = calc
     periodic = bool(atoms.pbc.all())
     step = np.random.default_rng(1).normal(scale=1e-3, size=atoms.positions.shape)
@@ -256,7 +257,8 @@ def speed_table(args, models: dict, with_mace: bool) -> None:
             for dtype in args.dtypes:
                 for model in names if r % 2 == 0 else names[::-1]:
                     spec = dict(model=model, path=models[family][model], system=system, dtype=dtype,
-                                min_calls=args.min_calls, min_time=args.min_time, threads=args.threads, malloc=args.malloc)
+                                min_calls=args.min_calls, min_time=args.min_time, threads=args.threads, malloc=args.malloc,
+                                torch_ops=args.torch_ops)
                     res = run_worker(spec, args.omp_active)
                     key = (system, dtype, model)
                     if key not in best or res["median_s"] < best[key]["median_s"]:
@@ -332,7 +334,7 @@ def batch_benchmark(args, models: dict) -> None:
     print(f"calculate_batch: {len(cells)} Si cells, {sum(map(len, cells))} atoms "
           f"({min(map(len, cells))}-{max(map(len, cells))} per cell), energy+forces+stress")
     for dtype in args.dtypes:
-        calc = GauntCalculator(models["Si"]["gaunt"], device="cpu", dtype=dtype)
+        calc = GauntCalculator(models["Si"]["gaunt"], device="cpu", dtype=dtype, fused=False if args.torch_ops else None)
         calc.calculate_batch(cells[:50])
         t_batch, t_loop = [], []
         for _ in range(args.rounds):  # interleaved
@@ -430,6 +432,9 @@ def main() -> None:
                         "for gaunt and MACE alike; default: glibc's defaults")
     parser.add_argument("--batch", action="store_true", help="calculate_batch vs a loop of single calls")
     parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--torch-ops", action="store_true",
+                        help="gaunt without the fused CPU kernels (GauntCalculator(fused=False)): the path of "
+                             "training, TorchScript and machines without a C++ compiler")
     parser.add_argument("--loop-threads", type=int, default=None,
                         help="torch threads for the loop of single calls (default: --threads)")
     parser.add_argument("--profile", action="store_true", help="torch.profiler breakdown of the gaunt model")
