@@ -11,6 +11,7 @@ calculator, neighbour list included.
     python benchmarks/model_speed.py --systems Si64 --dtypes float32 --rounds 1
     python benchmarks/model_speed.py --batch            # calculate_batch vs a loop of single calls
     python benchmarks/model_speed.py --torch-ops        # gaunt without the fused CPU kernels
+    python benchmarks/model_speed.py --batch --profile  # where a calculate_batch call goes
     python benchmarks/model_speed.py --profile Si216 --dtypes float32   # torch.profiler breakdown
 
 Peer sizes (anchors.md): 64 channels, edge l_max 3, hidden 64x0e+64x1o, correlation 3,
@@ -355,6 +356,32 @@ def batch_benchmark(args, models: dict) -> None:
               f"({1e3 * lo / len(cells):.2f} ms/cell), speed-up {lo / b:.1f}x")
 
 
+def profile_batch(args, models: dict) -> None:
+    """Where one calculate_batch call over the small cells goes: graphs, then torch ops / kernels."""
+    import torch
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    from gaunt_md.calculator import GauntCalculator
+
+    torch.set_num_threads(args.threads)
+    cells = random_small_cells(args.batch_size)
+    for dtype in args.dtypes:
+        calc = GauntCalculator(models["Si"]["gaunt"], device="cpu", dtype=dtype, fused=False if args.torch_ops else None)
+        calc.calculate_batch(cells)
+        t = time.perf_counter()
+        calc.calculate_batch(cells)
+        total = time.perf_counter() - t
+        t = time.perf_counter()
+        calc._graphs(cells)
+        graphs = time.perf_counter() - t
+        print(f"\n== calculate_batch {len(cells)} cells {dtype}: {1e3 * total:.0f} ms; neighbour lists and graphs "
+              f"{1e3 * graphs:.0f} ms ({100 * graphs / total:.0f}%)")
+        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            calc.calculate_batch(cells)
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=14, max_name_column_width=40))
+
+
 def profile(args, models: dict) -> None:
     import torch
     from torch.profiler import ProfilerActivity
@@ -462,7 +489,9 @@ def main() -> None:
         for family, paths in models.items():
             print(f"# {family}: gaunt {paths['gaunt_params']} parameters"
                   + (f", MACE {paths['mace_params']}" if "mace_params" in paths else ""))
-        if args.batch:
+        if args.batch and args.profile:
+            profile_batch(args, models)
+        elif args.batch:
             batch_benchmark(args, models)
         elif args.profile:
             profile(args, models)
