@@ -150,8 +150,8 @@ epochs, more channels (64-128) and a GPU are what would close the gap.
 
 ## Speed
 `python benchmarks/shipped_speed.py {name}` (energy + forces (+ stress) per MD-like step through the ASE
-calculator, 1 torch thread, measured on the same 2-core machine while other training jobs ran, so
-read them as lower bounds):
+calculator with its defaults (on CPU the fused kernels of gaunt_md/model/kernels), 1 torch thread,
+on the 2-core development machine; timings there move by up to 2x between runs):
 
 | system | float32 atom-steps/s | float64 atom-steps/s |
 |---|---|---|
