@@ -273,3 +273,25 @@ def test_edge_direction_convention() -> None:
     assert edges[(2, 0)][0] == (-1.0, 0.0, 0.0)
     assert np.allclose(edges[(2, 0)][1], [-0.5, 0.0, 0.0])
     assert edges[(0, 2)][0] == (1.0, 0.0, 0.0)
+
+
+def test_fast_periodic_cell_check_agrees_with_the_full_checks() -> None:
+    """The float fast path of fully periodic cells accepts exactly what the numpy checks accept."""
+    from gaunt_md.data.neighbors import _check_image_count, _check_periodic_rows, _periodic_cell_is_fine
+
+    rng = np.random.default_rng(5)
+    pbc = np.ones(3, dtype=bool)
+    cells = [rng.normal(size=(3, 3)) * rng.uniform(0.5, 8.0) for _ in range(200)]
+    cells += [np.diag([5.0, 5.0, 1e-3]), np.zeros((3, 3)), np.array([[1.0, 0, 0], [2.0, 0, 0], [0, 0, 1.0]])]
+    cells += [np.diag([5.0, 5.0, 0.02]), np.eye(3) * 4.0]
+    outcomes = set()
+    for cell in cells:
+        try:
+            _check_periodic_rows(cell, pbc)
+            _check_image_count(cell, pbc, 5.0)
+            accepted = True
+        except StructureError:
+            accepted = False
+        assert _periodic_cell_is_fine(cell, 5.0) == accepted, cell
+        outcomes.add(accepted)
+    assert outcomes == {True, False}
