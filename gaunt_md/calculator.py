@@ -76,7 +76,7 @@ class GauntCalculator(Calculator):
             256 on CPU without them (there larger batches were slower: their edge tensors leave
             the cache; ``benchmarks/model_speed.py --batch``).
         fused: run the edge convolutions and product bases through the fused C++ kernels on
-            CPU (:mod:`gaunt_md.model.kernels`, compiled on first use, about a second). ``None`` (default): when
+            CPU (:mod:`gaunt_md.model.kernels`, compiled on first use in seconds). ``None`` (default): when
             the device is the CPU and a C++ compiler is available, else plain torch ops;
             ``True``: require it; ``False``: plain torch ops.
         radial_intervals: with the fused kernel, tabulate each layer's radial MLP as a cubic

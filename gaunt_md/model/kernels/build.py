@@ -1,7 +1,7 @@
 """Compile the C++ kernels of ``csrc/`` on first use and load them with :mod:`ctypes`.
 
 The sources use a plain C ABI (no Python or torch headers), so one compiler call builds them in
-about a second. The library goes to a per-user cache (``$GAUNT_MD_CACHE/kernels`` or
+seconds. The library goes to a per-user cache (``$GAUNT_MD_CACHE/kernels`` or
 ``~/.cache/gaunt_md/kernels``), named by a hash of the sources, the flags, the compiler and the
 host CPU (``-march=native`` code is specific to it); concurrent builders write to a temporary
 file and rename it. OpenMP is the same ``libgomp`` torch uses (already loaded by ``import torch``).

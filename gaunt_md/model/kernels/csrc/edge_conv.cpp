@@ -14,7 +14,7 @@
 // then the kernel reads the edge lengths and the backward pass returns dL/dr per edge instead of
 // dL/dR.
 //
-// Plain C ABI (loaded with ctypes): no Python or torch headers, compiles in about a second.
+// Plain C ABI (loaded with ctypes): no Python or torch headers, compiles in seconds.
 // Built and loaded by gaunt_md/model/kernels/build.py; first derivatives only.
 
 #include <cstdint>
