@@ -32,8 +32,9 @@ def enable(potential: torch.nn.Module, radial_intervals: int = DEFAULT_RADIAL_IN
     """Run ``potential`` through the fused kernels on CPU; ``True`` if they could be built.
 
     ``radial_intervals > 0`` also replaces each layer's radial MLP by its cubic Hermite table on
-    ``[0, cutoff]`` with that many intervals (2048: radial weights within ~3e-10 of the MLP,
-    relative, for the shipped models; tests/model/test_kernels.py); ``0`` keeps the MLP. The
+    ``[0, cutoff]`` with that many intervals (2048: radial weights within 1e-9 of the MLP,
+    relative, for the shipped models, tests/model/test_kernels.py; energies and forces in
+    benchmarks/radial_table.py); ``0`` keeps the MLP. The
     weights must be frozen (``requires_grad_(False)``): the tables are a snapshot of them. Call it
     after the last ``.to(dtype)``. Changes only this model instance, and only its eager CPU
     forward (TorchScript and CUDA keep the torch ops).
