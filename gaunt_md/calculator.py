@@ -134,9 +134,7 @@ class GauntCalculator(Calculator):
             if fused:
                 raise DeviceError(f"fused=True: the fused kernel runs on CPU only, not on {self.device}")
             return False
-        if radial_intervals < 0:
-            raise ValueError(f"radial_intervals must be >= 0, got {radial_intervals}")
-        if kernels.enable(self.potential, radial_intervals):
+        if kernels.enable(self.potential, radial_intervals):  # raises on radial_intervals < 0
             return True
         if fused:
             raise RuntimeError(f"fused=True but the fused kernel could not be built: {kernels.load_error()}")

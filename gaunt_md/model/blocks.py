@@ -204,8 +204,11 @@ class GauntProductBasis(nn.Module):
         self.register_buffer("inv_std", 1.0 / _power_stds(l_in, nu_max, l_out, self.powers))  # [nu, K_out]
         self.weight = nn.Parameter(torch.randn(num_species, num_channels, nu_max, l_out + 1) / math.sqrt(nu_max))
         self.register_buffer("degree", degree_of_index(l_out), persistent=False)
-        self.register_buffer("degree_start", torch.tensor([l * l for l in range(l_out + 1)]), persistent=False)
-        self.fused = False  # the C++ kernel of gaunt_md.model.kernels (eager CPU inference)
+        # the C++ kernel of gaunt_md.model.kernels (eager CPU inference), with its tables (grid
+        # padded, synthesis transposed, 1/sigma per degree) made on its first call
+        self.fused = False
+        for name in ("fused_synthesis", "fused_synthesis_t", "fused_projection", "fused_inv_std"):
+            self.register_buffer(name, torch.zeros(0), persistent=False)
 
     def forward(self, a: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         if self.fused and not torch.jit.is_scripting() and a.device.type == "cpu":
@@ -218,15 +221,20 @@ class GauntProductBasis(nn.Module):
     def _forward_fused(self, a: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         """The same basis as one polynomial per output degree on the grid, then one projection
         (projection is linear), in one C++ pass per row (first derivatives only)."""
-        from gaunt_md.model.kernels.product_basis import fused_product_basis
+        from gaunt_md.model.kernels.product_basis import fused_product_basis, product_tables
 
         _check_frozen(self)
+        if self.fused_synthesis.dtype != a.dtype or self.fused_synthesis.numel() == 0:  # once per model and dtype
+            starts = torch.tensor([l * l for l in range(self.weight.shape[3])], device=a.device)
+            self.fused_inv_std = self.inv_std.index_select(1, starts).to(a.dtype)  # [nu, L_out+1], constant within a degree
+            self.fused_synthesis, self.fused_synthesis_t, self.fused_projection = product_tables(
+                self.powers.t.table, self.powers.t_out.table_w, a.dtype
+            )
         n, c, k = a.shape
-        inv_std = self.inv_std.index_select(1, self.degree_start)  # [nu, L_out+1] (constant within a degree)
-        coef = self.weight.index_select(0, species) * inv_std  # [N, C, nu, L_out+1]
-        t, t_out = self.powers.t, self.powers.t_out
+        coef = self.weight.index_select(0, species) * self.fused_inv_std  # [N, C, nu, L_out+1]
         out = fused_product_basis(
-            a.reshape(n * c, k), coef.reshape(n * c, coef.shape[2], coef.shape[3]), t.table, t_out.table_w, self.degree
+            a.reshape(n * c, k), coef.reshape(n * c, coef.shape[2], coef.shape[3]),
+            self.fused_synthesis, self.fused_projection, self.degree, self.fused_synthesis_t,
         )
         return out.view(n, c, -1)  # [N, C, K_out]
 

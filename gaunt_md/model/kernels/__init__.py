@@ -67,5 +67,5 @@ def disable(potential: torch.nn.Module) -> None:
     """Back to the torch ops (radial MLP, no tables)."""
     for layer in potential.layers:
         layer.conv.fused = False
-        layer.conv.radial_table = torch.zeros(0, dtype=layer.conv.coupling_sparse.dtype)
+        layer.conv.radial_table = layer.conv.radial_table.new_zeros(0)
         layer.product.fused = False

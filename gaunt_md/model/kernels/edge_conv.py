@@ -16,6 +16,7 @@ from a cubic Hermite table over distance (:func:`tabulate_radial`), read inside 
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -91,8 +92,8 @@ def fused_edge_convolution(
     counts = torch.bincount(dst, minlength=n_nodes)
     rowptr = torch.zeros(n_nodes + 1, dtype=torch.int64)
     torch.cumsum(counts, 0, out=rowptr[1:])
-    l_out1 = int(deg_out.max()) + 1
-    l_in1 = int(deg_in.max()) + 1
+    l_out1 = math.isqrt(deg_out.numel())  # K = (l_max + 1)^2
+    l_in1 = math.isqrt(deg_in.numel())
 
     def prepared(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
         return None if t is None else t.to(h.dtype).contiguous()

@@ -17,6 +17,8 @@ with ``Ytilde`` the projection table times the quadrature weights. The kernel ke
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch.autograd.function import once_differentiable
 
@@ -25,7 +27,7 @@ from gaunt_md.model.kernels.build import pointer, require_library, suffix
 
 class _FusedProductBasis(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, a, coef, synthesis, projection, deg_out):  # type: ignore[override]
+    def forward(ctx, a, coef, synthesis, synthesis_t, projection, deg_out):  # type: ignore[override]
         lib = require_library()
         rows, k_in = a.shape
         _, nu_max, l_out1 = coef.shape
@@ -34,21 +36,30 @@ class _FusedProductBasis(torch.autograd.Function):
                 pointer(projection), pointer(deg_out))
         out = torch.empty((rows, k_out), dtype=a.dtype)
         getattr(lib, f"gaunt_product_forward_{suffix(a.dtype)}")(*head, pointer(out), torch.get_num_threads())
-        ctx.save_for_backward(a, coef, synthesis, projection, deg_out)  # keeps ctx.head's pointers valid
+        ctx.save_for_backward(a, coef, synthesis, synthesis_t, projection, deg_out)  # keeps ctx.head's pointers valid
         ctx.head = head
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):  # type: ignore[override]
-        a, synthesis = ctx.saved_tensors[0], ctx.saved_tensors[2]
+        a, synthesis_t = ctx.saved_tensors[0], ctx.saved_tensors[3]
         grad_out = grad_out.contiguous()
         grad_a = torch.empty_like(a)
-        synthesis_t = synthesis.t().contiguous()  # [G, K]
         getattr(require_library(), f"gaunt_product_backward_{suffix(a.dtype)}")(
             *ctx.head, pointer(synthesis_t), pointer(grad_out), pointer(grad_a), torch.get_num_threads()
         )
-        return grad_a, None, None, None, None
+        return grad_a, None, None, None, None, None
+
+
+def product_tables(synthesis: torch.Tensor, projection: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    """``(Y [K, Gp], Y^T [Gp, K], Yw [K_out, Gp])`` in ``dtype``, contiguous, the grid padded with zero
+    points up to a multiple of 16 (whole SIMD vectors, no remainder loops; f = 0 there, and every
+    power of it is 0: the result is unchanged). Made once per model by :func:`~gaunt_md.model.kernels.enable`."""
+    pad = -synthesis.shape[1] % 16
+    synthesis = torch.nn.functional.pad(synthesis, (0, pad)).to(dtype)
+    projection = torch.nn.functional.pad(projection, (0, pad)).to(dtype)
+    return synthesis.contiguous(), synthesis.t().contiguous(), projection.contiguous()
 
 
 def fused_product_basis(
@@ -57,18 +68,13 @@ def fused_product_basis(
     synthesis: torch.Tensor,  # [K, G]
     projection: torch.Tensor,  # [K_out, G], quadrature weights included
     deg_out: torch.Tensor,  # [K_out] int64
+    synthesis_t: Optional[torch.Tensor] = None,  # [G, K]; with all three from product_tables, nothing is copied
 ) -> torch.Tensor:
     """``B [B, K_out]``, differentiable once in ``a`` (not in ``coef``: inference only)."""
     if coef.requires_grad and torch.is_grad_enabled():
         raise RuntimeError("the fused product basis has no gradient for its weights (inference only)")
-    dtype = a.dtype
-    # zero grid columns up to a multiple of 16 points: whole SIMD vectors, no remainder loops
-    # (f = 0 there, and every power of it is 0: the result is unchanged)
-    pad = -synthesis.shape[1] % 16
-    if pad:
-        synthesis = torch.nn.functional.pad(synthesis, (0, pad))
-        projection = torch.nn.functional.pad(projection, (0, pad))
+    if synthesis_t is None:
+        synthesis, synthesis_t, projection = product_tables(synthesis, projection, a.dtype)
     return _FusedProductBasis.apply(
-        a.contiguous(), coef.to(dtype).contiguous(), synthesis.to(dtype).contiguous(),
-        projection.to(dtype).contiguous(), deg_out.contiguous(),
+        a.contiguous(), coef.to(a.dtype).contiguous(), synthesis, synthesis_t, projection, deg_out
     )
