@@ -1,8 +1,10 @@
 r"""Building blocks of the Gaunt potential, named after the stages of gtp.md section 4.4.
 
-Features are ``[n_nodes, C, (L+1)**2]`` (channels, then flat SH index ``l*l + l + m``) with
-natural parity (0e, 1o, 2e, ...). Channels mix only inside :class:`EquivariantLinear` (one
-``C x C`` matrix per degree ``l``); the edge convolution and the product basis act channel-wise.
+Features are degree-major, ``[(L+1)**2, n_nodes, C]`` (flat SH index ``l*l + l + m``, then
+nodes, then channels), with natural parity (0e, 1o, 2e, ...). Channels mix only inside
+:class:`EquivariantLinear` (one ``C x C`` matrix per degree ``l``): in this layout that is one
+batched matmul over ``K`` with no copies, and the scalar channels ``h[0]`` are a contiguous
+``[N, C]`` block. The edge convolution and the product basis act channel-wise.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from gaunt_md.so3 import GauntPowers, degree_of_index, gaunt_tensor, num_coeffic
 
 
 class EquivariantLinear(nn.Module):
-    """Per-degree channel mixing ``[N, C_in, K] -> [N, C_out, K]``, ``K = (l_max+1)**2``, no bias."""
+    """Per-degree channel mixing ``[K, N, C_in] -> [K, N, C_out]``, ``K = (l_max+1)**2``, no bias."""
 
     def __init__(self, c_in: int, c_out: int, l_max: int) -> None:
         super().__init__()
@@ -27,7 +29,7 @@ class EquivariantLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight.index_select(0, self.degree) * self.scale  # [K, C_in, C_out]
-        return torch.einsum("nck,kcd->ndk", x, w)
+        return torch.bmm(x, w)
 
 
 class SpeciesLinear(nn.Module):
@@ -41,11 +43,15 @@ class SpeciesLinear(nn.Module):
         self.c_out = c_out
 
     def forward(self, x: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
-        n, _, k = x.shape
+        k, n, c_in = x.shape
+        s = self.weight.shape[0]
         w = self.weight.index_select(1, self.degree) * self.scale  # [S, K, C_in, C_out]
-        y = torch.einsum("nck,skcd->nsdk", x, w)  # [N, S, C_out, K]
-        idx = species.view(n, 1, 1, 1).expand(n, 1, self.c_out, k)
-        return torch.gather(y, 1, idx).squeeze(1)
+        w = w.permute(1, 2, 0, 3).reshape(k, c_in, s * self.c_out)  # [K, C_in, (S, C_out)]
+        y = torch.bmm(x, w).view(k, n, s, self.c_out)  # every species' map, then pick one per node
+        if s == 1:
+            return y.squeeze(2)
+        idx = species.view(1, n, 1, 1).expand(k, n, 1, self.c_out)
+        return torch.gather(y, 2, idx).squeeze(2)
 
 
 class EdgeConvolution(nn.Module):
@@ -116,7 +122,7 @@ class EdgeConvolution(nn.Module):
 
     def forward(
         self,
-        h: torch.Tensor,  # [N, C, K_in]
+        h: torch.Tensor,  # [K_in, N, C]
         edge_index: torch.Tensor,  # [2, E]  (sender j, receiver i)
         edge_sh: torch.Tensor,  # [E, K_A] orthonormal SH of r_ij
         edge_basis: torch.Tensor,  # [E, n_basis]
@@ -134,12 +140,12 @@ class EdgeConvolution(nn.Module):
         weights = weights.view(n_edges, self.c, rows)  # [E, C, (l3, a)]
         # repeat h over l3 on the nodes, then gather: the edge-sized product is between two
         # contiguous tensors of one shape (faster, fwd+bwd, than broadcasting h over l3)
-        h_j = h.repeat(1, 1, self.l_edge + 1).index_select(0, edge_index[0])  # [E, C, (l3, a)]
+        h_j = h.permute(1, 2, 0).repeat(1, 1, self.l_edge + 1).index_select(0, edge_index[0])  # [E, C, (l3, a)]
         x = weights * h_j  # [E, C, (l3, a)]
         message = torch.bmm(x, t)  # [E, C, K_A]
-        out = torch.zeros(h.shape[0], self.c, self.k_edge, dtype=h.dtype, device=h.device)
+        out = torch.zeros(h.shape[1], self.c, self.k_edge, dtype=h.dtype, device=h.device)
         out = out.index_add(0, edge_index[1], message)  # [N, C, K_A]
-        return out * self.norm
+        return (out * self.norm).permute(2, 0, 1).contiguous()  # [K_A, N, C]
 
     @torch.jit.unused
     def _forward_fused(
@@ -158,16 +164,13 @@ class EdgeConvolution(nn.Module):
         _check_frozen(self)
         n_edges = edge_sh.shape[0]
         s = torch.matmul(edge_sh, self.coupling_sparse).view(n_edges, self.k_in, self.k_edge)  # [E, K_in, K_A]
-        h_t = h.transpose(1, 2)  # [N, K_in, C]
         if self.radial_table.numel() > 0:
-            a = fused_edge_convolution(
-                h_t, s, edge_index, self.deg_in, self.deg_out,
-                table=self.radial_table, lengths=edge_lengths, dx=self.radial_dx,
+            return fused_edge_convolution(
+                h, s, edge_index, self.deg_in, self.deg_out,
+                table=self.radial_table, lengths=edge_lengths, dx=self.radial_dx, scale=self.norm,
             )
-        else:
-            r = self.radial(edge_basis, self.fused_columns).view(n_edges, -1, self.c)  # [E, (l3, l1), C]
-            a = fused_edge_convolution(h_t, s, edge_index, self.deg_in, self.deg_out, radial=r)
-        return a.transpose(1, 2) * self.norm  # [N, C, K_A]
+        r = self.radial(edge_basis, self.fused_columns).view(n_edges, -1, self.c)  # [E, (l3, l1), C]
+        return fused_edge_convolution(h, s, edge_index, self.deg_in, self.deg_out, radial=r, scale=self.norm)
 
 
 def _check_frozen(module: nn.Module) -> None:
@@ -211,11 +214,12 @@ class GauntProductBasis(nn.Module):
             self.register_buffer(name, torch.zeros(0), persistent=False)
 
     def forward(self, a: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        """``a [K_in, N, C]`` -> ``B [K_out, N, C]``."""
         if self.fused and not torch.jit.is_scripting() and a.device.type == "cpu":
             return self._forward_fused(a, species)
-        p = self.powers(a)  # [N, C, nu, K_out]
+        p = self.powers(a.permute(1, 2, 0))  # [N, C, nu, K_out]
         w = self.weight.index_select(0, species).index_select(3, self.degree)  # [N, C, nu, K_out]
-        return (p * (w * self.inv_std)).sum(dim=2)  # [N, C, K_out]
+        return (p * (w * self.inv_std)).sum(dim=2).permute(2, 0, 1).contiguous()  # [K_out, N, C]
 
     @torch.jit.unused
     def _forward_fused(self, a: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
@@ -230,13 +234,13 @@ class GauntProductBasis(nn.Module):
             self.fused_synthesis, self.fused_synthesis_t, self.fused_projection = product_tables(
                 self.powers.t.table, self.powers.t_out.table_w, a.dtype
             )
-        n, c, k = a.shape
+        k, n, c = a.shape
         coef = self.weight.index_select(0, species) * self.fused_inv_std  # [N, C, nu, L_out+1]
         out = fused_product_basis(
-            a.reshape(n * c, k), coef.reshape(n * c, coef.shape[2], coef.shape[3]),
+            a.reshape(k, n * c), coef.reshape(n * c, coef.shape[2], coef.shape[3]),
             self.fused_synthesis, self.fused_projection, self.degree, self.fused_synthesis_t,
-        )
-        return out.view(n, c, -1)  # [N, C, K_out]
+        )  # rows (node, channel) in columns
+        return out.view(-1, n, c)  # [K_out, N, C]
 
 
 class InteractionLayer(nn.Module):
@@ -273,17 +277,17 @@ class InteractionLayer(nn.Module):
         edge_basis: torch.Tensor,
         edge_lengths: torch.Tensor,
     ) -> torch.Tensor:
-        a = self.conv(self.linear_up(h), edge_index, edge_sh, edge_basis, edge_lengths)  # [N, C, K_A]
-        b = self.product(self.linear_message(a), species)  # [N, C, K_out]
+        a = self.conv(self.linear_up(h), edge_index, edge_sh, edge_basis, edge_lengths)  # [K_A, N, C]
+        b = self.product(self.linear_message(a), species)  # [K_out, N, C]
         out = self.linear_out(b)
-        skip = self.skip(h[:, :, : self.k_skip], species)
-        if self.k_skip == out.shape[2]:
+        skip = self.skip(h[: self.k_skip], species)
+        if self.k_skip == out.shape[0]:
             return out + skip
-        return torch.cat([out[:, :, : self.k_skip] + skip, out[:, :, self.k_skip :]], dim=2)
+        return torch.cat([out[: self.k_skip] + skip, out[self.k_skip :]], dim=0)
 
 
 class ScalarReadout(nn.Module):
-    """``[N, C, K] -> [N]`` from the scalar (l = 0) channels: linear, or a one-hidden-layer SiLU MLP."""
+    """``[K, N, C] -> [N]`` from the scalar (l = 0) channels: linear, or a one-hidden-layer SiLU MLP."""
 
     def __init__(self, num_channels: int, hidden: int = 0) -> None:
         super().__init__()
@@ -292,7 +296,7 @@ class ScalarReadout(nn.Module):
         self.act_gain = 1.0 / math.sqrt(0.3557)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        x = self.first(h[:, :, 0])
+        x = self.first(h[0])
         second = self.second
         if second is not None:
             x = second(torch.nn.functional.silu(x), self.act_gain)

@@ -85,7 +85,7 @@ class GauntPotential(nn.Module):
         lengths = torch.linalg.norm(edge_vectors, dim=-1)  # [E]
         edge_sh = self.edge_harmonics(edge_vectors)  # [E, K_A]
         edge_basis = self.radial_basis(lengths)  # [E, n_basis]
-        h = self.embedding.index_select(0, species).unsqueeze(-1)  # [N, C, 1]
+        h = self.embedding.index_select(0, species).unsqueeze(0)  # [1, N, C]: degree-major features
         node_energy = torch.zeros(numbers.shape[0], dtype=edge_vectors.dtype, device=edge_vectors.device)
         for layer, readout in zip(self.layers, self.readouts):
             h = layer(h, species, edge_index, edge_sh, edge_basis, lengths)

@@ -48,20 +48,21 @@ def _conv_inputs(gen, n_nodes=5, n_edges=14, channels=3, l_in=1, l_out=3):
     dst[0] = n_nodes - 1  # one receiver out of order: exercises the re-sorting path
     src = torch.randint(0, n_nodes, (n_edges,), generator=gen)
     edge_index = torch.stack([src, dst])
-    h = torch.randn(n_nodes, k_in, channels, generator=gen, dtype=torch.float64)
+    h = torch.randn(k_in, n_nodes, channels, generator=gen, dtype=torch.float64)  # degree-major
     coupling = torch.randn(n_edges, k_in, k_out, generator=gen, dtype=torch.float64)
     deg_in = torch.tensor([l for l in range(l_in + 1) for _ in range(2 * l + 1)])
     deg_out = torch.tensor([l for l in range(l_out + 1) for _ in range(2 * l + 1)])
     return edge_index, h, coupling, deg_in, deg_out
 
 
-def _reference_conv(h, coupling, edge_index, deg_in, deg_out, radial):
-    """A[i, k, c] = sum_e sum_a R[e, (deg k, deg a), c] h[src, a, c] S[e, a, k], by einsum."""
+def _reference_conv(h, coupling, edge_index, deg_in, deg_out, radial, scale=1.0):
+    """A[k, i, c] = scale sum_e sum_a R[e, (deg k, deg a), c] h[a, src, c] S[e, a, k], by einsum."""
     l_in1 = int(deg_in.max()) + 1
     paths = deg_out[:, None] * l_in1 + deg_in[None, :]  # [K_A, K_in]
     r = radial[:, paths.reshape(-1)].view(radial.shape[0], len(deg_out), len(deg_in), -1)  # [E, k, a, C]
-    msg = torch.einsum("ekac,eac,eak->ekc", r, h[edge_index[0]], coupling)
-    return torch.zeros(h.shape[0], len(deg_out), h.shape[2], dtype=h.dtype).index_add(0, edge_index[1], msg)
+    msg = torch.einsum("ekac,aec,eak->kec", r, h[:, edge_index[0]], coupling)
+    out = torch.zeros(len(deg_out), h.shape[1], h.shape[2], dtype=h.dtype).index_add(1, edge_index[1], msg)
+    return scale * out
 
 
 @pytest.mark.parametrize("l_in, channels", [(0, 3), (1, 3), (1, 64)])  # 64: a compile-time channel count
@@ -69,12 +70,12 @@ def test_edge_convolution_kernel_matches_einsum_and_gradcheck(l_in, channels):
     gen = torch.Generator().manual_seed(1)
     edge_index, h, coupling, deg_in, deg_out = _conv_inputs(gen, l_in=l_in, channels=channels)
     radial = torch.randn(edge_index.shape[1], 4 * (l_in + 1), channels, generator=gen, dtype=torch.float64)
-    out = fused_edge_convolution(h, coupling, edge_index, deg_in, deg_out, radial=radial)
-    ref = _reference_conv(h, coupling, edge_index, deg_in, deg_out, radial)
+    out = fused_edge_convolution(h, coupling, edge_index, deg_in, deg_out, radial=radial, scale=0.3)
+    ref = _reference_conv(h, coupling, edge_index, deg_in, deg_out, radial, scale=0.3)
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
     inputs = (radial.requires_grad_(), h.requires_grad_(), coupling.requires_grad_())
     assert torch.autograd.gradcheck(
-        lambda r, x, s: fused_edge_convolution(x, s, edge_index, deg_in, deg_out, radial=r), inputs,
+        lambda r, x, s: fused_edge_convolution(x, s, edge_index, deg_in, deg_out, radial=r, scale=0.3), inputs,
         atol=1e-8, rtol=1e-6, fast_mode=channels > 8,  # fast mode: random directions, not every input
     )
 
@@ -109,7 +110,7 @@ def test_product_basis_kernel_on_other_degrees(l_in, l_out):
     product = GauntProductBasis(num_channels=3, l_in=l_in, nu_max=3, l_out=l_out, num_species=2).double()
     product.requires_grad_(False)
     gen = torch.Generator().manual_seed(4)
-    a = torch.randn(4, 3, (l_in + 1) ** 2, generator=gen, dtype=torch.float64)
+    a = torch.randn((l_in + 1) ** 2, 4, 3, generator=gen, dtype=torch.float64)  # [K, N, C]
     species = torch.tensor([0, 1, 1, 0])
     ref = product(a, species)
     product.fused = True
@@ -122,17 +123,17 @@ def test_product_basis_kernel_matches_torch_ops_and_gradcheck(tiny_model_path):
     model, _ = load_checkpoint(tiny_model_path, dtype=torch.float64)
     product = model.layers[0].product.requires_grad_(False)
     gen = torch.Generator().manual_seed(3)
-    a = torch.randn(7, product.weight.shape[1], product.powers.k, generator=gen, dtype=torch.float64)
+    a = torch.randn(product.powers.k, 7, product.weight.shape[1], generator=gen, dtype=torch.float64)
     species = torch.randint(0, product.weight.shape[0], (7,), generator=gen)
     ref = product(a, species)
     product.fused = True
     torch.testing.assert_close(product(a, species), ref, rtol=1e-12, atol=1e-12)
-    a3 = a[:3].clone().requires_grad_()
+    a3 = a[:, :3].clone().requires_grad_()
     assert torch.autograd.gradcheck(lambda x: product(x, species[:3]), (a3,), atol=1e-8, rtol=1e-6)
 
     inv_std = product.inv_std.index_select(1, torch.tensor([l * l for l in range(product.weight.shape[3])]))
     coef = (product.weight.index_select(0, species) * inv_std).reshape(-1, *product.weight.shape[2:])
-    out = fused_product_basis(a.reshape(-1, a.shape[2]), coef, product.powers.t.table,
+    out = fused_product_basis(a.reshape(a.shape[0], -1), coef, product.powers.t.table,
                               product.powers.t_out.table_w, product.degree)
     torch.testing.assert_close(out.view_as(ref), ref, rtol=1e-12, atol=1e-12)
 

@@ -100,9 +100,9 @@ def test_product_basis_output_std_at_init(l_in, l_out):
             assert 0.5 <= std <= 2.0, f"(nu={nu + 1}, l={l}) output std {std:.3f} outside 0.5-2"
     # the weighted sum over nu keeps unit scale as well
     species = torch.randint(0, 2, (6000,), generator=gen)
-    out = block(a, species)
+    out = block(a.permute(2, 0, 1), species)  # the model's degree-major layout, [K, N, C]
     for l in range(l_out + 1):
-        std = out[:, :, degree == l].pow(2).mean().sqrt().item()
+        std = out[degree == l].pow(2).mean().sqrt().item()
         assert 0.5 <= std <= 2.0, f"product-basis output l={l} std {std:.3f} outside 0.5-2"
 
 

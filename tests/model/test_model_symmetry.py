@@ -99,7 +99,7 @@ def test_wrapping_and_lattice_translations(calc64, rng):
 
 
 def test_hidden_features_are_equivariant(tiny_model_path, rng):
-    """Every interaction-layer output ``[N, C, K]`` transforms with ``D(M)``, parity included (T5, T6)."""
+    """Every interaction-layer output ``[K, N, C]`` transforms with ``D(M)``, parity included (T5, T6)."""
     model, _ = load_checkpoint(tiny_model_path, dtype=torch.float64)
     atoms = _structures(rng)["molecule"]
     captured: dict[str, torch.Tensor] = {}
@@ -128,8 +128,8 @@ def test_hidden_features_are_equivariant(tiny_model_path, rng):
         for matrix in (random_rotation(rng), -np.eye(3)):
             new = features(atoms.positions @ matrix.T)
             for key, h in ref.items():
-                l_max = int(round(h.shape[-1] ** 0.5)) - 1
-                expected = h @ wigner_d(l_max, matrix).T
+                l_max = int(round(h.shape[0] ** 0.5)) - 1
+                expected = torch.einsum("kj,jnc->knc", wigner_d(l_max, matrix), h)
                 scale = h.abs().max().item()
                 assert scale > 1e-3, f"{key} is (nearly) zero: the test would be vacuous"
                 err = (new[key] - expected).abs().max().item()
@@ -138,7 +138,7 @@ def test_hidden_features_are_equivariant(tiny_model_path, rng):
         for hook in hooks:
             hook.remove()
     # the first layer's hidden features carry 1o: under inversion they must flip sign
-    assert ref["layer0"].shape[-1] == 4
+    assert ref["layer0"].shape[0] == 4
 
 
 def test_transform_atoms_does_not_mutate(rng):

@@ -25,7 +25,7 @@ from typing import Optional
 logger = logging.getLogger(__name__)
 
 SOURCES = tuple(sorted((Path(__file__).with_name("csrc")).glob("*.cpp")))
-ABI_VERSION = 1
+ABI_VERSION = 2
 CXX_FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17"]
 
 _lock = threading.Lock()
@@ -69,8 +69,9 @@ def _compile(compiler: str, out: Path) -> None:
 def _declare(lib: ctypes.CDLL) -> None:
     i64, ptr, c_int = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
     for suffix, real in (("f32", ctypes.c_float), ("f64", ctypes.c_double)):
-        # edge_conv.cpp: shape (7), R, table, inv_dx, n_intervals, lengths, h, S, src, rowptr, deg_in, deg_out
-        head = [i64] * 7 + [ptr, ptr, real, i64] + [ptr] * 7
+        # edge_conv.cpp: shape (7), R, table, inv_dx, n_intervals, lengths, h, S, src, rowptr, deg_in,
+        # deg_out, scale
+        head = [i64] * 7 + [ptr, ptr, real, i64] + [ptr] * 7 + [ctypes.c_double]
         fwd = getattr(lib, f"gaunt_edge_conv_forward_{suffix}")
         fwd.argtypes = head + [ptr, c_int]  # A, n_threads
         bwd = getattr(lib, f"gaunt_edge_conv_backward_{suffix}")

@@ -7,11 +7,13 @@ kernel computes the same message per receiver with every edge quantity in regist
 
 .. math::
 
-    A_{i,k,c} = \sum_{e:\,\mathrm{dst}(e) = i} \sum_a R_{e,\deg k,\deg a,c}\, h_{\mathrm{src}(e),a,c}\, S_{e,a,k},
+    A_{k,i,c} = s \sum_{e:\,\mathrm{dst}(e) = i} \sum_a R_{e,\deg k,\deg a,c}\, h_{a,\mathrm{src}(e),c}\, S_{e,a,k},
     \qquad S_{e,a,k} = 4\pi \sum_b G_{a b k}\, Y_b(\hat r_e),
 
-and its first derivatives. The radial weights ``R`` come from the MLP (evaluated by torch) or
-from a cubic Hermite table over distance (:func:`tabulate_radial`), read inside the kernel.
+and its first derivatives, on the model's degree-major features (``h [K_in, N, C]``,
+``A [K_A, N, C]``; ``s`` is the layer's message normalisation). The radial weights ``R`` come
+from the MLP (evaluated by torch) or from a cubic Hermite table over distance
+(:func:`tabulate_radial`), read inside the kernel.
 """
 
 from __future__ import annotations
@@ -29,15 +31,15 @@ class _FusedEdgeConvolution(torch.autograd.Function):
     """Inputs: ``radial [E, P, C]`` or ``None``; ``table [n, 4, P C]`` and ``lengths [E]`` or ``None``."""
 
     @staticmethod
-    def forward(ctx, radial, table, lengths, h, coupling, src, rowptr, deg_in, deg_out, dx, l_out1, l_in1):  # type: ignore[override]
+    def forward(ctx, radial, table, lengths, h, coupling, src, rowptr, deg_in, deg_out, dx, l_out1, l_in1, scale):  # type: ignore[override]
         lib = require_library()
-        n_edges, n_nodes = src.shape[0], h.shape[0]
-        channels, k_in, k_out = h.shape[2], h.shape[1], coupling.shape[2]
+        n_edges, n_nodes = src.shape[0], h.shape[1]
+        k_in, channels, k_out = h.shape[0], h.shape[2], coupling.shape[2]
         shape = (n_edges, n_nodes, channels, k_in, k_out, l_out1, l_in1)
         n_intervals = 0 if table is None else table.shape[0]
         head = (*shape, pointer(radial), pointer(table), 1.0 / dx, n_intervals, pointer(lengths), pointer(h), pointer(coupling),
-                pointer(src), pointer(rowptr), pointer(deg_in), pointer(deg_out))
-        out = torch.empty((n_nodes, k_out, channels), dtype=h.dtype)
+                pointer(src), pointer(rowptr), pointer(deg_in), pointer(deg_out), float(scale))
+        out = torch.empty((k_out, n_nodes, channels), dtype=h.dtype)
         getattr(lib, f"gaunt_edge_conv_forward_{suffix(h.dtype)}")(*head, pointer(out), torch.get_num_threads())
         ctx.save_for_backward(radial, table, lengths, h, coupling, src, rowptr, deg_in, deg_out)
         ctx.head = head
@@ -53,17 +55,19 @@ class _FusedEdgeConvolution(torch.autograd.Function):
         grad_radial = None if radial is None else torch.empty_like(radial)
         grad_lengths = None if lengths is None else torch.empty_like(lengths)
         grad_coupling = torch.empty_like(coupling)
-        grad_h_work = torch.zeros((n_threads,) + tuple(h.shape), dtype=h.dtype)
+        want_h = ctx.needs_input_grad[3]  # not in the first layer: its h holds only (frozen) weights
+        grad_h_work = torch.zeros((n_threads,) + tuple(h.shape), dtype=h.dtype) if want_h else None
         getattr(lib, f"gaunt_edge_conv_backward_{suffix(h.dtype)}")(
             *ctx.head, pointer(grad_out), pointer(grad_radial), pointer(grad_lengths), pointer(grad_coupling),
             pointer(grad_h_work), n_threads,
         )
-        grads = (grad_radial, None, grad_lengths, grad_h_work.sum(0), grad_coupling)
-        return grads + (None,) * 7
+        grad_h = grad_h_work.sum(0) if grad_h_work is not None else None
+        grads = (grad_radial, None, grad_lengths, grad_h, grad_coupling)
+        return grads + (None,) * 8
 
 
 def fused_edge_convolution(
-    h: torch.Tensor,  # [N, K_in, C]
+    h: torch.Tensor,  # [K_in, N, C]
     coupling: torch.Tensor,  # [E, K_in, K_A]: S[e, a, k]
     edge_index: torch.Tensor,  # [2, E] (sender j, receiver i)
     deg_in: torch.Tensor,  # [K_in] int64
@@ -72,8 +76,9 @@ def fused_edge_convolution(
     table: Optional[torch.Tensor] = None,  # [n, 4, (L_A+1)(l_in+1) C], from tabulate_radial
     lengths: Optional[torch.Tensor] = None,  # [E] Å, with table
     dx: float = 1.0,  # knot spacing of table (Å)
+    scale: float = 1.0,  # multiplies A
 ) -> torch.Tensor:
-    """``A [N, K_A, C]`` (channels last), differentiable once in ``radial`` (or ``lengths``), ``h``, ``coupling``.
+    """``A [K_A, N, C]`` (degree-major), differentiable once in ``radial`` (or ``lengths``), ``h``, ``coupling``.
 
     Give the radial weights either directly (``radial``) or as a table over distance
     (``table``, ``lengths``, ``dx``).
@@ -83,7 +88,7 @@ def fused_edge_convolution(
     if table is not None and lengths is None:
         raise ValueError("table= needs lengths=")
     src, dst = edge_index[0], edge_index[1]
-    n_nodes = h.shape[0]
+    n_nodes = h.shape[1]
     if dst.numel() > 1 and not bool((dst[1:] >= dst[:-1]).all()):
         order = torch.argsort(dst, stable=True)  # the kernel walks receivers in CSR order
         src, dst, coupling = src.index_select(0, order), dst.index_select(0, order), coupling.index_select(0, order)
@@ -100,7 +105,7 @@ def fused_edge_convolution(
 
     return _FusedEdgeConvolution.apply(
         prepared(radial), prepared(table), prepared(lengths), h.contiguous(), coupling.contiguous(),
-        src.contiguous(), rowptr, deg_in.contiguous(), deg_out.contiguous(), float(dx), l_out1, l_in1,
+        src.contiguous(), rowptr, deg_in.contiguous(), deg_out.contiguous(), float(dx), l_out1, l_in1, float(scale),
     )
 
 

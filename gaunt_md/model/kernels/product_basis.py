@@ -29,12 +29,12 @@ class _FusedProductBasis(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a, coef, synthesis, synthesis_t, projection, deg_out):  # type: ignore[override]
         lib = require_library()
-        rows, k_in = a.shape
+        k_in, rows = a.shape
         _, nu_max, l_out1 = coef.shape
         k_out, grid = projection.shape
         head = (rows, k_in, k_out, grid, nu_max, l_out1, pointer(a), pointer(coef), pointer(synthesis),
                 pointer(projection), pointer(deg_out))
-        out = torch.empty((rows, k_out), dtype=a.dtype)
+        out = torch.empty((k_out, rows), dtype=a.dtype)
         getattr(lib, f"gaunt_product_forward_{suffix(a.dtype)}")(*head, pointer(out), torch.get_num_threads())
         ctx.save_for_backward(a, coef, synthesis, synthesis_t, projection, deg_out)  # keeps ctx.head's pointers valid
         ctx.head = head
@@ -63,14 +63,14 @@ def product_tables(synthesis: torch.Tensor, projection: torch.Tensor, dtype: tor
 
 
 def fused_product_basis(
-    a: torch.Tensor,  # [B, K]
+    a: torch.Tensor,  # [K, B]: row b = (node, channel) in column b (the model's degree-major features)
     coef: torch.Tensor,  # [B, nu_max, L_out+1]: c[b, nu-1, l]
     synthesis: torch.Tensor,  # [K, G]
     projection: torch.Tensor,  # [K_out, G], quadrature weights included
     deg_out: torch.Tensor,  # [K_out] int64
     synthesis_t: Optional[torch.Tensor] = None,  # [G, K]; with all three from product_tables, nothing is copied
 ) -> torch.Tensor:
-    """``B [B, K_out]``, differentiable once in ``a`` (not in ``coef``: inference only)."""
+    """``out [K_out, B]``, differentiable once in ``a`` (not in ``coef``: inference only)."""
     if coef.requires_grad and torch.is_grad_enabled():
         raise RuntimeError("the fused product basis has no gradient for its weights (inference only)")
     if synthesis_t is None:

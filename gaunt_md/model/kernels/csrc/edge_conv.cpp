@@ -1,13 +1,15 @@
 // Fused Gaunt edge convolution on CPU: gather, radial scaling, coupling and scatter in one pass.
 //
-//   A[i, k, c] = sum_{e: dst(e) = i} sum_a R[e, deg(k), deg(a), c] * h[src(e), a, c] * S[e, a, k]
+//   A[k, i, c] = scale * sum_{e: dst(e) = i} sum_a R[e, deg(k), deg(a), c] * h[a, src(e), c] * S[e, a, k]
 //
 // with S[e, a, k] = 4 pi sum_b G[a, b, k] Y_b(r_e) (the non-zero part of the per-edge coupling
-// matrix of gaunt_md.model.blocks.EdgeConvolution). Channels are the innermost axis of every
-// array, so the loops over c are contiguous and vectorise. Edges must be sorted by receiver
-// (rowptr is the CSR pointer over receivers): each thread owns whole rows of A, no atomics.
+// matrix of gaunt_md.model.blocks.EdgeConvolution). Node features are degree-major, [K, N, C], as
+// in the model. Channels are the innermost axis of every array, so the loops over c are contiguous
+// and vectorise. Edges must be sorted by receiver (rowptr is the CSR pointer over receivers): each
+// thread owns whole receivers of A, no atomics.
 // The backward pass gives dL/dR, dL/dh and dL/dS for dL/dA; dL/dh is scattered over senders into
-// one private buffer per thread (gh_work[thread]), which the caller sums.
+// one private buffer per thread (gh_work[thread]), which the caller sums; gh_work = NULL skips it
+// (the first layer's h holds only frozen weights).
 //
 // The radial weights R come either as an array [E, (l3, l1), C] (the radial MLP evaluated by torch)
 // or, when `table` is given, from a cubic Hermite table of that MLP over distance (see Table):
@@ -26,6 +28,7 @@ namespace {
 
 struct Shape {
     int64_t n_edges, n_nodes, channels, k_in, k_out, l_out1, l_in1;
+    double scale;
 };
 
 // Cubic Hermite table of the radial weights over distance, as polynomial coefficients per
@@ -80,21 +83,24 @@ void forward(const Shape& s, const T* R, const Table<T>& table, const T* lengths
     const int64_t paths = s.l_out1 * L_in1;
 #pragma omp parallel num_threads(n_threads)
     {
-        std::vector<T> x(s.l_out1 * K_in * C);  // x[l3, a, c] = R[e, l3, deg a, c] h[j, a, c]
+        std::vector<T> x(s.l_out1 * K_in * C);  // x[l3, a, c] = R[e, l3, deg a, c] h[a, j, c]
         std::vector<T> r_buf(table.data ? paths * C : 0);
+        std::vector<T> acc(K_out * C);  // A[:, i, :] of the receiver in hand
+        const int64_t node_stride = s.n_nodes * C;  // from one SH component to the next
+        const T scale = static_cast<T>(s.scale);
 #pragma omp for schedule(dynamic, 8)
         for (int64_t i = 0; i < s.n_nodes; ++i) {
-            T* Ai = A + i * K_out * C;
+            T* Ai = acc.data();
             std::memset(Ai, 0, sizeof(T) * K_out * C);
             for (int64_t e = rowptr[i]; e < rowptr[i + 1]; ++e) {
-                const T* hj = h + src[e] * K_in * C;
+                const T* hj = h + src[e] * C;
                 const T* Re = R ? R + e * paths * C : r_buf.data();
                 if (table.data) table.value(lengths[e], r_buf.data());
                 const T* Se = S + e * K_in * K_out;
                 for (int64_t l3 = 0; l3 < s.l_out1; ++l3)
                     for (int64_t a = 0; a < K_in; ++a) {
                         const T* r = Re + (l3 * L_in1 + deg_in[a]) * C;
-                        const T* ha = hj + a * C;
+                        const T* ha = hj + a * node_stride;
                         T* xa = x.data() + (l3 * K_in + a) * C;
 #pragma omp simd
                         for (int64_t c = 0; c < C; ++c) xa[c] = r[c] * ha[c];
@@ -111,6 +117,12 @@ void forward(const Shape& s, const T* R, const Table<T>& table, const T* lengths
                     }
                 }
             }
+            for (int64_t k = 0; k < K_out; ++k) {
+                const T* a_in = Ai + k * C;
+                T* a_out = A + k * node_stride + i * C;
+#pragma omp simd
+                for (int64_t c = 0; c < C; ++c) a_out[c] = scale * a_in[c];
+            }
         }
     }
 }
@@ -126,23 +138,32 @@ void backward(const Shape& s, const T* R, const Table<T>& table, const T* length
     {
         std::vector<T> x(s.l_out1 * K_in * C), gx(s.l_out1 * K_in * C);  // x and dL/dx [l3, a, c]
         std::vector<T> r_buf(table.data ? paths * C : 0), gr_buf(table.data ? paths * C : 0);
-        T* gh = gh_work + static_cast<int64_t>(omp_get_thread_num()) * s.n_nodes * K_in * C;
+        std::vector<T> g_buf(K_out * C);  // scale * dL/dA[:, i, :] of the receiver in hand
+        const int64_t node_stride = s.n_nodes * C;
+        const T scale = static_cast<T>(s.scale);
+        T* gh = gh_work ? gh_work + static_cast<int64_t>(omp_get_thread_num()) * s.n_nodes * K_in * C : nullptr;
 #pragma omp for schedule(dynamic, 8)
         for (int64_t i = 0; i < s.n_nodes; ++i) {
-            const T* gAi = gA + i * K_out * C;
+            const T* gAi = g_buf.data();
+            for (int64_t k = 0; k < K_out; ++k) {
+                const T* g_in = gA + k * node_stride + i * C;
+                T* g_out = g_buf.data() + k * C;
+#pragma omp simd
+                for (int64_t c = 0; c < C; ++c) g_out[c] = scale * g_in[c];
+            }
             for (int64_t e = rowptr[i]; e < rowptr[i + 1]; ++e) {
                 const int64_t j = src[e];
-                const T* hj = h + j * K_in * C;
+                const T* hj = h + j * C;
                 const T* Re = R ? R + e * paths * C : r_buf.data();
                 if (table.data) table.value(lengths[e], r_buf.data());
                 const T* Se = S + e * K_in * K_out;
                 T* gRe = table.data ? gr_buf.data() : gR + e * paths * C;
                 T* gSe = gS + e * K_in * K_out;
-                T* ghj = gh + j * K_in * C;
+                T* ghj = gh ? gh + j * C : nullptr;
                 for (int64_t l3 = 0; l3 < s.l_out1; ++l3)
                     for (int64_t a = 0; a < K_in; ++a) {
                         const T* r = Re + (l3 * L_in1 + deg_in[a]) * C;
-                        const T* ha = hj + a * C;
+                        const T* ha = hj + a * node_stride;
                         T* xa = x.data() + (l3 * K_in + a) * C;
                         T* gxa = gx.data() + (l3 * K_in + a) * C;
 #pragma omp simd
@@ -168,20 +189,21 @@ void backward(const Shape& s, const T* R, const Table<T>& table, const T* length
                         gSe[a * K_out + k] = dot;
                     }
                 }
-                // dL/dR[l3, l1, c] = sum_{deg a = l1} gx h;  dL/dh[j, a, c] += sum_l3 gx R
+                // dL/dR[l3, l1, c] = sum_{deg a = l1} gx h;  dL/dh[a, j, c] += sum_l3 gx R
                 std::memset(gRe, 0, sizeof(T) * paths * C);
                 for (int64_t l3 = 0; l3 < s.l_out1; ++l3)
                     for (int64_t a = 0; a < K_in; ++a) {
                         const int64_t p = l3 * L_in1 + deg_in[a];
                         const T* gxa = gx.data() + (l3 * K_in + a) * C;
-                        const T* ha = hj + a * C;
-                        const T* r = Re + p * C;
+                        const T* ha = hj + a * node_stride;
                         T* gr = gRe + p * C;
-                        T* gha = ghj + a * C;
 #pragma omp simd
-                        for (int64_t c = 0; c < C; ++c) {
-                            gr[c] += gxa[c] * ha[c];
-                            gha[c] += gxa[c] * r[c];
+                        for (int64_t c = 0; c < C; ++c) gr[c] += gxa[c] * ha[c];
+                        if (ghj) {
+                            const T* r = Re + p * C;
+                            T* gha = ghj + a * node_stride;
+#pragma omp simd
+                            for (int64_t c = 0; c < C; ++c) gha[c] += gxa[c] * r[c];
                         }
                     }
                 if (table.data) g_lengths[e] = table.dot_derivative(lengths[e], gRe);
@@ -220,14 +242,15 @@ void backward_any(const Shape& s, const T* R, const Table<T>& table, const T* le
 
 extern "C" {
 
-// R: [E, (l3, l1), C], or NULL: then table [n_intervals, 4, (l3, l1) C] and lengths [E] are used.
+// h [K_in, N, C], A [K_out, N, C], S [E, K_in, K_out]; R: [E, (l3, l1), C], or NULL: then table
+// [n_intervals, 4, (l3, l1) C] and lengths [E] are used. gh_work [threads, K_in, N, C] or NULL.
 #define GAUNT_DEFINE(SUFFIX, T)                                                                              \
     void gaunt_edge_conv_forward_##SUFFIX(                                                                   \
         int64_t n_edges, int64_t n_nodes, int64_t channels, int64_t k_in, int64_t k_out, int64_t l_out1,     \
         int64_t l_in1, const T* R, const T* table_data, T inv_dx, int64_t n_intervals, const T* lengths,     \
         const T* h, const T* S, const int64_t* src, const int64_t* rowptr, const int64_t* deg_in,            \
-        const int64_t* deg_out, T* A, int n_threads) {                                                       \
-        Shape s{n_edges, n_nodes, channels, k_in, k_out, l_out1, l_in1};                                     \
+        const int64_t* deg_out, double scale, T* A, int n_threads) {                                         \
+        Shape s{n_edges, n_nodes, channels, k_in, k_out, l_out1, l_in1, scale};                              \
         Table<T> table{table_data, inv_dx, n_intervals, l_out1 * l_in1 * channels};                          \
         forward_any<T>(s, R, table, lengths, h, S, src, rowptr, deg_in, deg_out, A, n_threads);              \
     }                                                                                                        \
@@ -235,8 +258,9 @@ extern "C" {
         int64_t n_edges, int64_t n_nodes, int64_t channels, int64_t k_in, int64_t k_out, int64_t l_out1,     \
         int64_t l_in1, const T* R, const T* table_data, T inv_dx, int64_t n_intervals, const T* lengths,     \
         const T* h, const T* S, const int64_t* src, const int64_t* rowptr, const int64_t* deg_in,            \
-        const int64_t* deg_out, const T* gA, T* gR, T* g_lengths, T* gS, T* gh_work, int n_threads) {        \
-        Shape s{n_edges, n_nodes, channels, k_in, k_out, l_out1, l_in1};                                     \
+        const int64_t* deg_out, double scale, const T* gA, T* gR, T* g_lengths, T* gS, T* gh_work,          \
+        int n_threads) {                                                                                     \
+        Shape s{n_edges, n_nodes, channels, k_in, k_out, l_out1, l_in1, scale};                              \
         Table<T> table{table_data, inv_dx, n_intervals, l_out1 * l_in1 * channels};                          \
         backward_any<T>(s, R, table, lengths, h, S, src, rowptr, deg_in, deg_out, gA, gR, g_lengths, gS,     \
                         gh_work, n_threads);                                                                 \
