@@ -75,6 +75,16 @@ class AtomicGraph:
         if n_edges and (self.edge_index.min() < 0 or self.edge_index.max() >= n_atoms):
             raise StructureError(f"edge_index holds atom indices outside 0..{n_atoms - 1}")
 
+    @classmethod
+    def _trusted(cls, **fields: np.ndarray) -> "AtomicGraph":
+        """A graph from arrays this package has just made with the contract's dtypes and shapes
+        (no copies, no checks: for many small structures they cost as much as the search)."""
+        graph = object.__new__(cls)
+        for name, value in fields.items():
+            value.flags.writeable = False
+            object.__setattr__(graph, name, value)
+        return graph
+
     @property
     def num_atoms(self) -> int:
         return int(len(self.numbers))
@@ -105,18 +115,22 @@ def atoms_to_graph(atoms: Atoms, cutoff: float, *, min_distance: float | None = 
     """
     if not isinstance(atoms, Atoms):
         raise StructureError(f"atoms_to_graph needs an ase.Atoms, got {type(atoms).__name__}")
-    numbers = np.asarray(atoms.numbers, dtype=np.int64)
+    # copies throughout: the graph must not change when the caller edits the atoms afterwards
+    numbers = np.array(atoms.numbers, dtype=np.int64)
     if len(numbers) and (numbers.min() < 1 or numbers.max() > MAX_ATOMIC_NUMBER):
         bad = int(np.flatnonzero((numbers < 1) | (numbers > MAX_ATOMIC_NUMBER))[0])
         raise StructureError(
             f"atom {bad} has atomic number {int(numbers[bad])}; allowed are 1..{MAX_ATOMIC_NUMBER}"
         )
-    positions = np.asarray(atoms.positions, dtype=np.float64)
-    cell = np.asarray(atoms.cell.array, dtype=np.float64)
-    pbc = np.asarray(atoms.pbc, dtype=bool)
+    positions = np.array(atoms.positions, dtype=np.float64)
+    cell = np.array(atoms.cell.array, dtype=np.float64)
+    pbc = np.array(atoms.pbc, dtype=bool)
 
+    # neighbor_list checks positions, cell and pbc (shapes, NaN/inf, degenerate cells)
     edge_index, unit_shifts, distances = neighbor_list(positions, cell, pbc, cutoff, return_distances=True)
-    graph = AtomicGraph(
+    if positions.shape[0] != numbers.shape[0]:
+        raise StructureError(f"{positions.shape[0]} positions for {numbers.shape[0]} atomic numbers")
+    graph = AtomicGraph._trusted(
         numbers=numbers,
         positions=positions,
         cell=cell,
@@ -142,7 +156,7 @@ def _check_min_distance(
     else:
         edge_index, unit_shifts = neighbor_list(graph.positions, graph.cell, graph.pbc, min_distance)
         distances = None
-    if edge_index.shape[1] == 0:
+    if edge_index.shape[1] == 0 or (distances is not None and distances.min() >= min_distance):
         return
     if distances is None:
         distances = np.linalg.norm(edge_vectors(graph.positions, graph.cell, edge_index, unit_shifts), axis=1)

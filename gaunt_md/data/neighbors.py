@@ -90,31 +90,44 @@ def neighbor_list(
         cutoff=cutoff,
         cell_origin=origin,
     )
-    i = np.asarray(i, dtype=np.int64)
-    j = np.asarray(j, dtype=np.int64)
+    # (Few numpy calls per structure from here on: for many small cells this bookkeeping costs
+    # as much as the search itself.)
+    n_edges = len(i)
+    edge_index = np.empty((2, n_edges), dtype=np.int64)
+    edge_index[0], edge_index[1] = j, i
     unit_shifts = np.asarray(shifts, dtype=np.float64).reshape(-1, 3)
+    distances = np.asarray(distances, dtype=np.float64)
+    sender, receiver = edge_index
 
     # Enforce the strict |r_ij| < cutoff of the contract with the very formula callers use (for
     # the pairs within rounding of the cutoff), and drop the zero-shift self pair (matscipy
     # returns neither today; stay robust anyway).
-    drop = (i == j) & ~unit_shifts.any(axis=1)
-    near = np.flatnonzero(distances > cutoff * (1.0 - 1e-9))
-    if len(near):
-        vectors = positions[j[near]] - positions[i[near]] + unit_shifts[near] @ cell
-        drop[near] |= np.einsum("ek,ek->e", vectors, vectors) >= cutoff * cutoff
+    keep = None
+    if n_edges and distances.max() > cutoff * (1.0 - 1e-9):
+        near = np.flatnonzero(distances > cutoff * (1.0 - 1e-9))
+        vectors = positions[sender[near]] - positions[receiver[near]] + unit_shifts[near] @ cell
+        keep = np.ones(n_edges, dtype=bool)
+        keep[near] = np.einsum("ek,ek->e", vectors, vectors) < cutoff * cutoff
+    self_pairs = np.flatnonzero(sender == receiver)
+    if len(self_pairs):
+        zero_shift = self_pairs[~unit_shifts[self_pairs].any(axis=1)]
+        if len(zero_shift):
+            keep = np.ones(n_edges, dtype=bool) if keep is None else keep
+            keep[zero_shift] = False
 
     # Receiver-major (matscipy's order already is; a stable sort otherwise, which keeps its order
     # of the senders of one receiver).
-    if len(i) > 1 and not (i[1:] >= i[:-1]).all():
-        order = np.argsort(i, kind="stable")
-        order = order[~drop[order]]
-    else:
-        order = np.flatnonzero(~drop) if drop.any() else None
+    order = None
+    if n_edges > 1 and not (receiver[1:] >= receiver[:-1]).all():
+        order = np.argsort(receiver, kind="stable")
+        if keep is not None:
+            order = order[keep[order]]
+    elif keep is not None and not keep.all():
+        order = np.flatnonzero(keep)
     if order is not None:
-        i, j, unit_shifts, distances = i[order], j[order], unit_shifts[order], distances[order]
-    edge_index = np.stack([j, i])
+        edge_index, unit_shifts, distances = edge_index[:, order], unit_shifts[order], distances[order]
     if return_distances:
-        return edge_index, unit_shifts, np.asarray(distances, dtype=np.float64)
+        return edge_index, unit_shifts, distances
     return edge_index, unit_shifts
 
 
@@ -136,9 +149,11 @@ def edge_vectors(
 def _validate(
     positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Checked float64 ``positions``, ``cell``, bool ``pbc [3]`` and ``cutoff`` (inputs are not modified
+    and not copied when they already have these types)."""
     try:
-        positions = np.array(positions, dtype=np.float64, copy=True)
-        cell = np.array(cell, dtype=np.float64, copy=True)
+        positions = np.asarray(positions, dtype=np.float64)
+        cell = np.asarray(cell, dtype=np.float64)
     except (TypeError, ValueError) as error:
         raise StructureError(f"positions and cell must be real numeric arrays: {error}") from error
     if positions.ndim != 2 or positions.shape[1] != 3:
@@ -146,12 +161,13 @@ def _validate(
     if cell.shape != (3, 3):
         raise StructureError(f"cell must have shape [3, 3] (rows are lattice vectors), got {cell.shape}")
     pbc_array = np.asarray(pbc)
-    valid_values = pbc_array.dtype == np.bool_ or (
-        pbc_array.dtype.kind in "iu" and np.isin(pbc_array, (0, 1)).all()
-    )
-    if not valid_values or pbc_array.shape not in ((), (3,)):
-        raise StructureError(f"pbc must be a bool or 3 bools, got {pbc!r}")
-    pbc_array = np.array(np.broadcast_to(pbc_array, (3,)), dtype=bool)
+    if pbc_array.dtype != np.bool_ or pbc_array.shape != (3,):  # the common case (ASE's pbc) skips this
+        valid_values = pbc_array.dtype == np.bool_ or (
+            pbc_array.dtype.kind in "iu" and np.isin(pbc_array, (0, 1)).all()
+        )
+        if not valid_values or pbc_array.shape not in ((), (3,)):
+            raise StructureError(f"pbc must be a bool or 3 bools, got {pbc!r}")
+        pbc_array = np.array(np.broadcast_to(pbc_array, (3,)), dtype=bool)
     try:
         cutoff = float(cutoff)
     except (TypeError, ValueError) as error:
@@ -159,8 +175,8 @@ def _validate(
     if not (math.isfinite(cutoff) and cutoff > 0.0):
         raise StructureError(f"cutoff must be a finite number > 0 (Å), got {cutoff!r}")
 
-    bad = ~np.isfinite(positions)
-    if bad.any():
+    if not np.isfinite(positions).all():
+        bad = ~np.isfinite(positions)
         atom = int(np.flatnonzero(bad.any(axis=1))[0])
         raise StructureError(
             f"positions contain NaN/inf ({int(bad.any(axis=1).sum())} atom(s)); first bad atom "

@@ -41,11 +41,17 @@ def test_graph_is_immutable_and_independent_of_atoms() -> None:
     atoms = bulk("Cu", "fcc", a=3.6)
     graph = atoms_to_graph(atoms, 3.0)
     atoms.positions += 1.0
+    atoms.numbers[0] = 29 + 1
+    atoms.cell[0, 0] += 1.0
+    atoms.pbc[0] = False
     assert np.array_equal(graph.positions, np.zeros((1, 3)))
+    assert graph.numbers.tolist() == [29] and graph.pbc.tolist() == [True] * 3
+    assert graph.cell[0, 0] == pytest.approx(0.0)
     with pytest.raises(dataclasses.FrozenInstanceError):
         graph.cutoff = 2.0  # type: ignore[misc]
-    with pytest.raises(ValueError, match="read-only"):
-        graph.positions[0, 0] = 1.0
+    for name in ("numbers", "positions", "cell", "pbc", "edge_index", "unit_shifts"):
+        with pytest.raises(ValueError, match="read-only"):
+            getattr(graph, name)[0] = 1
 
 
 def test_inconsistent_fields_are_rejected() -> None:

@@ -197,6 +197,16 @@ def test_edges_sorted_by_receiver() -> None:
     assert np.array_equal(np.unique(edge_index[1]), np.arange(len(atoms)))
 
 
+def test_inputs_are_not_modified() -> None:
+    """neighbor_list reads the caller's arrays in place (no defensive copies): it must not write them."""
+    atoms = bulk("Si", "diamond", a=5.43)
+    atoms.positions += [7.0, -3.0, 11.0]  # outside the cell: matscipy wraps internally
+    positions, cell, pbc = atoms.positions, atoms.cell.array, atoms.pbc
+    before = positions.copy(), cell.copy(), pbc.copy()
+    neighbor_list(positions, cell, pbc, 5.0)
+    assert all(np.array_equal(x, y) for x, y in zip((positions, cell, pbc), before))
+
+
 def test_exact_cutoff_distance_is_excluded() -> None:
     atoms = Atoms("H2", positions=[[0.0, 0.0, 0.0], [0.0, 0.0, 2.0]])
     assert neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, 2.0)[0].shape == (2, 0)
