@@ -207,11 +207,9 @@ class GauntProductBasis(nn.Module):
         self.register_buffer("inv_std", 1.0 / _power_stds(l_in, nu_max, l_out, self.powers))  # [nu, K_out]
         self.weight = nn.Parameter(torch.randn(num_species, num_channels, nu_max, l_out + 1) / math.sqrt(nu_max))
         self.register_buffer("degree", degree_of_index(l_out), persistent=False)
-        # the C++ kernel of gaunt_md.model.kernels (eager CPU inference), with its tables (grid
-        # padded, synthesis transposed, 1/sigma per degree) made on its first call
+        # the C++ kernel of gaunt_md.model.kernels (eager CPU inference)
         self.fused = False
-        for name in ("fused_synthesis", "fused_synthesis_t", "fused_projection", "fused_inv_std"):
-            self.register_buffer(name, torch.zeros(0), persistent=False)
+        self.register_buffer("degree_starts", torch.tensor([l * l for l in range(l_out + 1)]), persistent=False)
 
     def forward(self, a: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         """``a [K_in, N, C]`` -> ``B [K_out, N, C]``."""
@@ -224,22 +222,18 @@ class GauntProductBasis(nn.Module):
     @torch.jit.unused
     def _forward_fused(self, a: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         """The same basis as one polynomial per output degree on the grid, then one projection
-        (projection is linear), in one C++ pass per row (first derivatives only)."""
-        from gaunt_md.model.kernels.product_basis import fused_product_basis, product_tables
+        (projection is linear), in one C++ pass over blocks of rows (first derivatives only)."""
+        from gaunt_md.model.kernels.product_basis import fused_product_basis
 
         _check_frozen(self)
-        if self.fused_synthesis.dtype != a.dtype or self.fused_synthesis.numel() == 0:  # once per model and dtype
-            starts = torch.tensor([l * l for l in range(self.weight.shape[3])], device=a.device)
-            self.fused_inv_std = self.inv_std.index_select(1, starts).to(a.dtype)  # [nu, L_out+1], constant within a degree
-            self.fused_synthesis, self.fused_synthesis_t, self.fused_projection = product_tables(
-                self.powers.t.table, self.powers.t_out.table_w, a.dtype
-            )
         k, n, c = a.shape
-        coef = self.weight.index_select(0, species) * self.fused_inv_std  # [N, C, nu, L_out+1]
+        inv_std = self.inv_std.index_select(1, self.degree_starts)  # [nu, L_out+1]: constant within a degree
+        w = (self.weight * inv_std).permute(2, 3, 0, 1).contiguous()  # [nu, L_out+1, S, C]
+        coef = w.index_select(2, species)  # [nu, L_out+1, N, C]: rows (node, channel) last, like a
         out = fused_product_basis(
-            a.reshape(k, n * c), coef.reshape(n * c, coef.shape[2], coef.shape[3]),
-            self.fused_synthesis, self.fused_projection, self.degree, self.fused_synthesis_t,
-        )  # rows (node, channel) in columns
+            a.reshape(k, n * c), coef.reshape(coef.shape[0], coef.shape[1], n * c),
+            self.powers.t.table, self.powers.t_out.table_w, self.degree,
+        )
         return out.view(-1, n, c)  # [K_out, N, C]
 
 

@@ -22,6 +22,7 @@ import torch
 
 from gaunt_md.model.kernels.build import available, load_error
 from gaunt_md.model.kernels.edge_conv import tabulate_radial
+from gaunt_md.model.kernels.product_basis import supports
 
 __all__ = ["DEFAULT_RADIAL_INTERVALS", "available", "disable", "enable", "load_error"]
 
@@ -59,7 +60,8 @@ def enable(potential: torch.nn.Module, radial_intervals: int = DEFAULT_RADIAL_IN
         else:
             conv.radial_table = torch.zeros(0, dtype=dtype, device=conv.coupling_sparse.device)
         conv.fused = True
-        layer.product.fused = True
+        product = layer.product
+        product.fused = supports(product.powers.k, product.degree_starts.numel() - 1, product.weight.shape[2])
     return True
 
 

@@ -25,7 +25,7 @@ from typing import Optional
 logger = logging.getLogger(__name__)
 
 SOURCES = tuple(sorted((Path(__file__).with_name("csrc")).glob("*.cpp")))
-ABI_VERSION = 2
+ABI_VERSION = 3
 CXX_FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17"]
 
 _lock = threading.Lock()
@@ -81,9 +81,11 @@ def _declare(lib: ctypes.CDLL) -> None:
         pf = getattr(lib, f"gaunt_product_forward_{suffix}")
         pf.argtypes = head + [ptr, c_int]  # out, n_threads
         pb = getattr(lib, f"gaunt_product_backward_{suffix}")
-        pb.argtypes = head + [ptr, ptr, ptr, c_int]  # YT, grad_out, grad_a, n_threads
-        for fn in (fwd, bwd, pf, pb):
+        pb.argtypes = head + [ptr, ptr, c_int]  # grad_out, grad_a, n_threads
+        for fn in (fwd, bwd):
             fn.restype = None
+        for fn in (pf, pb):
+            fn.restype = c_int  # 0, or -1: shape beyond the kernel's limits
     lib.gaunt_kernels_abi_version.restype = c_int
 
 

@@ -11,13 +11,12 @@ polynomial ``P_l(f) = sum_nu c[b, nu, l] f^nu`` (Horner), then one projection,
     B_{b,k} = \sum_g \tilde Y_{k g}\, P_{\deg k}\big(f_b(\hat s_g)\big), \qquad
     f_b(\hat s_g) = \sum_j a_{b j} Y_{j g},
 
-with ``Ytilde`` the projection table times the quadrature weights. The kernel keeps one row's
-``G`` grid values in a buffer. Backward: ``dL/da`` only (inference: the weights are frozen).
+with ``Ytilde`` the projection table times the quadrature weights. Rows are the model's
+degree-major features' last axis, so the kernel takes a SIMD vector of consecutive rows at a time
+through the grid. Backward: ``dL/da`` only (inference: the weights are frozen).
 """
 
 from __future__ import annotations
-
-from typing import Optional
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -27,54 +26,60 @@ from gaunt_md.model.kernels.build import pointer, require_library, suffix
 
 class _FusedProductBasis(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, a, coef, synthesis, synthesis_t, projection, deg_out):  # type: ignore[override]
+    def forward(ctx, a, coef, synthesis, projection, deg_out):  # type: ignore[override]
         lib = require_library()
         k_in, rows = a.shape
-        _, nu_max, l_out1 = coef.shape
+        nu_max, l_out1, _ = coef.shape
         k_out, grid = projection.shape
         head = (rows, k_in, k_out, grid, nu_max, l_out1, pointer(a), pointer(coef), pointer(synthesis),
                 pointer(projection), pointer(deg_out))
         out = torch.empty((k_out, rows), dtype=a.dtype)
-        getattr(lib, f"gaunt_product_forward_{suffix(a.dtype)}")(*head, pointer(out), torch.get_num_threads())
-        ctx.save_for_backward(a, coef, synthesis, synthesis_t, projection, deg_out)  # keeps ctx.head's pointers valid
+        _check(getattr(lib, f"gaunt_product_forward_{suffix(a.dtype)}")(*head, pointer(out), torch.get_num_threads()), head)
+        ctx.save_for_backward(a, coef, synthesis, projection, deg_out)  # keeps ctx.head's pointers valid
         ctx.head = head
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):  # type: ignore[override]
-        a, synthesis_t = ctx.saved_tensors[0], ctx.saved_tensors[3]
+        a = ctx.saved_tensors[0]
         grad_out = grad_out.contiguous()
         grad_a = torch.empty_like(a)
-        getattr(require_library(), f"gaunt_product_backward_{suffix(a.dtype)}")(
-            *ctx.head, pointer(synthesis_t), pointer(grad_out), pointer(grad_a), torch.get_num_threads()
+        _check(getattr(require_library(), f"gaunt_product_backward_{suffix(a.dtype)}")(
+            *ctx.head, pointer(grad_out), pointer(grad_a), torch.get_num_threads()
+        ), ctx.head)
+        return grad_a, None, None, None, None
+
+
+def _check(status: int, head: tuple) -> None:
+    if status != 0:
+        raise ValueError(
+            f"the fused product basis supports K_in, K_out <= {MAX_COEFFICIENTS} and nu_max (L_out + 1) <= "
+            f"{MAX_COEFFICIENTS}; got K_in={head[1]}, K_out={head[2]}, nu_max={head[4]}, L_out+1={head[5]}"
         )
-        return grad_a, None, None, None, None, None
 
 
-def product_tables(synthesis: torch.Tensor, projection: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
-    """``(Y [K, Gp], Y^T [Gp, K], Yw [K_out, Gp])`` in ``dtype``, contiguous, the grid padded with zero
-    points up to a multiple of 16 (whole SIMD vectors, no remainder loops; f = 0 there, and every
-    power of it is 0: the result is unchanged). Made once per model by :func:`~gaunt_md.model.kernels.enable`."""
-    pad = -synthesis.shape[1] % 16
-    synthesis = torch.nn.functional.pad(synthesis, (0, pad)).to(dtype)
-    projection = torch.nn.functional.pad(projection, (0, pad)).to(dtype)
-    return synthesis.contiguous(), synthesis.t().contiguous(), projection.contiguous()
+#: Largest K_in, K_out and nu_max (L_out + 1) of the kernel (``kMaxKIn`` etc. in the C++ source).
+MAX_COEFFICIENTS = 64
+
+
+def supports(k_in: int, l_out: int, nu_max: int) -> bool:
+    """Whether the kernel takes a product basis of this shape (else the model keeps the torch ops)."""
+    return max(k_in, (l_out + 1) ** 2, nu_max * (l_out + 1)) <= MAX_COEFFICIENTS
 
 
 def fused_product_basis(
     a: torch.Tensor,  # [K, B]: row b = (node, channel) in column b (the model's degree-major features)
-    coef: torch.Tensor,  # [B, nu_max, L_out+1]: c[b, nu-1, l]
+    coef: torch.Tensor,  # [nu_max, L_out+1, B]: c[nu-1, l, b]
     synthesis: torch.Tensor,  # [K, G]
     projection: torch.Tensor,  # [K_out, G], quadrature weights included
     deg_out: torch.Tensor,  # [K_out] int64
-    synthesis_t: Optional[torch.Tensor] = None,  # [G, K]; with all three from product_tables, nothing is copied
 ) -> torch.Tensor:
     """``out [K_out, B]``, differentiable once in ``a`` (not in ``coef``: inference only)."""
     if coef.requires_grad and torch.is_grad_enabled():
         raise RuntimeError("the fused product basis has no gradient for its weights (inference only)")
-    if synthesis_t is None:
-        synthesis, synthesis_t, projection = product_tables(synthesis, projection, a.dtype)
+    dtype = a.dtype
     return _FusedProductBasis.apply(
-        a.contiguous(), coef.to(a.dtype).contiguous(), synthesis, synthesis_t, projection, deg_out
+        a.contiguous(), coef.to(dtype).contiguous(), synthesis.to(dtype).contiguous(),
+        projection.to(dtype).contiguous(), deg_out.contiguous(),
     )

@@ -1,20 +1,23 @@
 // Fused Gaunt product basis on CPU: synthesis, powers, weighted sum and projection per row.
 //
-//   out[k, b] = sum_g Yw[k, g] P_{deg k}(f[b, g]),   f[b, g] = sum_j a[j, b] Y[j, g],
-//   P_l(f) = sum_{nu=1..nu_max} coef[b, nu-1, l] f^nu   (Horner),
+//   out[k, b] = sum_g Yw[k, g] P_{deg k}(f[g, b]),   f[g, b] = sum_j Y[j, g] a[j, b],
+//   P_l(f) = sum_{nu=1..nu_max} coef[nu-1, l, b] f^nu   (Horner),
 //
 // which is gaunt_md.model.blocks.GauntProductBasis: the projected powers of the per-channel
 // spherical function f, weighted per species, channel, nu and output degree. Y [K, G] is the
-// synthesis table of the grid (YT [G, K] its transpose, for the backward pass), Yw [K_out, G] the
-// projection table times the quadrature weights.
-// Rows b = (node, channel) are independent: one thread takes whole rows, grid values live in a
-// buffer of G numbers (no [B, nu, G] tensor is ever written, which is what the torch ops pay for).
-// The arrays a, out and their gradients are the model's degree-major features, [K, B] with
-// B = N C: a row's K numbers are B apart, and consecutive rows are adjacent.
+// synthesis table of the grid, Yw [K_out, G] the projection table times the quadrature weights.
+//
+// Rows b = (node, channel) are independent. Every array is row-innermost, [.., B] with B = N C
+// (the model's degree-major features), so a block of BLK consecutive rows is one SIMD vector per
+// quantity: the kernel walks the grid points once per block with the block's inputs, coefficients
+// and outputs in registers, and the tables broadcast one number at a time. No [B, nu, G] tensor
+// is ever written (what the torch ops pay for), and there are no horizontal sums.
 // The backward pass gives dL/da (the weights are frozen at inference); f is recomputed.
 // K_in = 16 (l_max 3) has its own instantiation: the synthesis sum over j then unrolls.
 
+#include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 #include <omp.h>
 
@@ -24,146 +27,152 @@ struct ProductShape {
     int64_t rows, k_in, k_out, grid, nu_max, l_out1;
 };
 
-// f[g] = sum_j a[j B] Y[j, g] for the row at a. KT > 0: K_in as a compile-time constant, the sum
-// over j unrolls into one register per lane of g; KT = 0: any K_in, the sum over j outermost.
+constexpr int kMaxKIn = 64;   // l_max 7
+constexpr int kMaxKOut = 64;
+constexpr int kMaxCoef = 64;  // nu_max (l_out + 1)
+
+// One 64-byte SIMD vector of rows (GCC/Clang vector extension: locals of this type live in
+// registers, and a scalar in an expression with one is broadcast).
+template <typename T>
+struct Vec;
+template <>
+struct Vec<float> { typedef float type __attribute__((vector_size(64))); };
+template <>
+struct Vec<double> { typedef double type __attribute__((vector_size(64))); };
+template <typename T>
+using V = typename Vec<T>::type;
+template <typename T>
+constexpr int kLanes = 64 / static_cast<int>(sizeof(T));
+
+// rows b0 .. b0 + n of one row-innermost array (zero past n)
+template <typename T>
+inline V<T> load_rows(const T* p, int64_t n) {
+    V<T> v = {};
+    std::memcpy(&v, p, sizeof(T) * n);
+    return v;
+}
+template <typename T>
+inline void store_rows(T* p, const V<T>& v, int64_t n) { std::memcpy(p, &v, sizeof(T) * n); }
+
+// f = sum_j Y[j, g] a[j] for one vector of rows. KT > 0: K_in known at compile time.
 template <typename T, int KT>
-inline void synthesis(const ProductShape& s, const T* a, const T* Y, T* f) {
-    const int64_t G = s.grid;
-    if (KT > 0) {
-        T av[KT > 0 ? KT : 1];
-        for (int64_t j = 0; j < KT; ++j) av[j] = a[j * s.rows];
-#pragma omp simd
-        for (int64_t g = 0; g < G; ++g) {
-            T acc = T(0);
-            for (int64_t j = 0; j < KT; ++j) acc += av[j] * Y[j * G + g];
-            f[g] = acc;
-        }
-        return;
-    }
-    for (int64_t g = 0; g < G; ++g) f[g] = T(0);
-    for (int64_t j = 0; j < s.k_in; ++j) {
-        const T aj = a[j * s.rows];
-        const T* y = Y + j * G;
-#pragma omp simd
-        for (int64_t g = 0; g < G; ++g) f[g] += aj * y[g];
-    }
+inline V<T> synthesis_point(const V<T>* av, const T* Y, int64_t G, int64_t k_in, int64_t g) {
+    const int64_t K = KT > 0 ? KT : k_in;
+    V<T> f = {};
+    for (int64_t j = 0; j < K; ++j) f += Y[j * G + g] * av[j];
+    return f;
+}
+
+template <typename T>
+inline void load_block(const ProductShape& s, const T* a, const T* coef, int64_t b0, int64_t n, V<T>* av,
+                       V<T>* cf) {
+    const int64_t R = s.rows, n_coef = s.nu_max * s.l_out1;
+    for (int64_t j = 0; j < s.k_in; ++j) av[j] = load_rows(a + j * R + b0, n);
+    for (int64_t p = 0; p < n_coef; ++p) cf[p] = load_rows(coef + p * R + b0, n);  // cf[(nu-1) L1 + l]
 }
 
 template <typename T, int KT>
-void product_forward(const ProductShape& s, const T* a, const T* coef, const T* Y, const T* Yw,
-                     const int64_t* deg_out, T* out, int n_threads) {
-    const int64_t G = s.grid, L1 = s.l_out1, nu_max = s.nu_max;
+void product_forward(const ProductShape& s, const T* a, const T* coef, const T* Y, const T* Yw, T* out,
+                     int n_threads) {
+    const int64_t G = s.grid, L1 = s.l_out1, nu_max = s.nu_max, R = s.rows;
+    const int64_t n_blocks = (R + kLanes<T> - 1) / kLanes<T>;
 #pragma omp parallel num_threads(n_threads)
     {
-        std::vector<T> f(G), q(G);
+        V<T> av[kMaxKIn], cf[kMaxCoef], acc[kMaxKOut];
 #pragma omp for schedule(static)
-        for (int64_t b = 0; b < s.rows; ++b) {
-            synthesis<T, KT>(s, a + b, Y, f.data());
-            const T* cb = coef + b * nu_max * L1;  // coef[b, nu-1, l]
-            T* ob = out + b;  // out[k, b] at ob[k B]
-            for (int64_t l = 0; l < L1; ++l) {
-                const T top = cb[(nu_max - 1) * L1 + l];
-#pragma omp simd
-                for (int64_t g = 0; g < G; ++g) q[g] = top;
-                for (int64_t nu = nu_max - 1; nu >= 1; --nu) {
-                    const T c = cb[(nu - 1) * L1 + l];
-#pragma omp simd
-                    for (int64_t g = 0; g < G; ++g) q[g] = q[g] * f[g] + c;
-                }
-#pragma omp simd
-                for (int64_t g = 0; g < G; ++g) q[g] *= f[g];
-                for (int64_t k = 0; k < s.k_out; ++k) {
-                    if (deg_out[k] != l) continue;
-                    const T* yw = Yw + k * G;
-                    T acc = T(0);
-#pragma omp simd reduction(+ : acc)
-                    for (int64_t g = 0; g < G; ++g) acc += q[g] * yw[g];
-                    ob[k * s.rows] = acc;
-                }
-            }
-        }
-    }
-}
-
-template <typename T, int KT>
-void product_backward(const ProductShape& s, const T* a, const T* coef, const T* Y, const T* YT, const T* Yw,
-                      const int64_t* deg_out, const T* grad_out, T* grad_a, int n_threads) {
-    const int64_t G = s.grid, L1 = s.l_out1, nu_max = s.nu_max;
-#pragma omp parallel num_threads(n_threads)
-    {
-        std::vector<T> f(G), back(G), dp(G), gf(G), ga(s.k_in);
-#pragma omp for schedule(static)
-        for (int64_t b = 0; b < s.rows; ++b) {
-            synthesis<T, KT>(s, a + b, Y, f.data());
-            const T* cb = coef + b * nu_max * L1;
-            const T* gb = grad_out + b;  // dL/dout[k, b] at gb[k B]
-#pragma omp simd
-            for (int64_t g = 0; g < G; ++g) gf[g] = T(0);
-            for (int64_t l = 0; l < L1; ++l) {
-                // back[g] = sum_{deg k = l} grad_out[b, k] Yw[k, g]
-#pragma omp simd
-                for (int64_t g = 0; g < G; ++g) back[g] = T(0);
-                bool any = false;
-                for (int64_t k = 0; k < s.k_out; ++k) {
-                    const T gk = gb[k * s.rows];
-                    if (deg_out[k] != l || gk == T(0)) continue;
-                    any = true;
-                    const T* yw = Yw + k * G;
-#pragma omp simd
-                    for (int64_t g = 0; g < G; ++g) back[g] += gk * yw[g];
-                }
-                if (!any) continue;
-                // dp[g] = P_l'(f) = sum_nu nu coef[nu-1, l] f^(nu-1)  (Horner)
-                const T top = T(nu_max) * cb[(nu_max - 1) * L1 + l];
-#pragma omp simd
-                for (int64_t g = 0; g < G; ++g) dp[g] = top;
-                for (int64_t nu = nu_max - 1; nu >= 1; --nu) {
-                    const T c = T(nu) * cb[(nu - 1) * L1 + l];
-#pragma omp simd
-                    for (int64_t g = 0; g < G; ++g) dp[g] = dp[g] * f[g] + c;
-                }
-#pragma omp simd
-                for (int64_t g = 0; g < G; ++g) gf[g] += dp[g] * back[g];
-            }
-            // dL/da[j] = sum_g Y[j, g] gf[g], vectorised over j with the transposed table YT [G, K]
-            const int64_t K = KT > 0 ? KT : s.k_in;
-#pragma omp simd
-            for (int64_t j = 0; j < K; ++j) ga[j] = T(0);
+        for (int64_t blk = 0; blk < n_blocks; ++blk) {
+            const int64_t b0 = blk * kLanes<T>, n = std::min<int64_t>(kLanes<T>, R - b0);
+            load_block(s, a, coef, b0, n, av, cf);
+            for (int64_t k = 0; k < s.k_out; ++k) acc[k] = V<T>{};
             for (int64_t g = 0; g < G; ++g) {
-                const T gg = gf[g];
-                const T* yt = YT + g * K;
-#pragma omp simd
-                for (int64_t j = 0; j < K; ++j) ga[j] += gg * yt[j];
+                const V<T> f = synthesis_point<T, KT>(av, Y, G, s.k_in, g);
+                for (int64_t l = 0; l < L1; ++l) {
+                    V<T> q = cf[(nu_max - 1) * L1 + l];  // q = P_l(f) / f = c_1 + f (c_2 + ... f c_nu)
+                    for (int64_t nu = nu_max - 1; nu >= 1; --nu) q = q * f + cf[(nu - 1) * L1 + l];
+                    q *= f;
+                    for (int64_t k = l * l; k < (l + 1) * (l + 1); ++k) acc[k] += Yw[k * G + g] * q;  // deg k = l
+                }
             }
-            for (int64_t j = 0; j < K; ++j) grad_a[j * s.rows + b] = ga[j];
+            for (int64_t k = 0; k < s.k_out; ++k) store_rows(out + k * R + b0, acc[k], n);
         }
     }
+}
+
+template <typename T, int KT>
+void product_backward(const ProductShape& s, const T* a, const T* coef, const T* Y, const T* Yw,
+                      const T* grad_out, T* grad_a, int n_threads) {
+    const int64_t G = s.grid, L1 = s.l_out1, nu_max = s.nu_max, R = s.rows;
+    const int64_t n_blocks = (R + kLanes<T> - 1) / kLanes<T>;
+    const int64_t K = KT > 0 ? KT : s.k_in;
+#pragma omp parallel num_threads(n_threads)
+    {
+        V<T> av[kMaxKIn], cf[kMaxCoef], go[kMaxKOut];
+        std::vector<V<T>> gf(G);  // dL/df at every grid point, for the rows in hand
+#pragma omp for schedule(static)
+        for (int64_t blk = 0; blk < n_blocks; ++blk) {
+            const int64_t b0 = blk * kLanes<T>, n = std::min<int64_t>(kLanes<T>, R - b0);
+            load_block(s, a, coef, b0, n, av, cf);
+            for (int64_t k = 0; k < s.k_out; ++k) go[k] = load_rows(grad_out + k * R + b0, n);
+            // pass 1: dL/df[g] = sum_l P_l'(f[g]) sum_{deg k = l} Yw[k, g] dL/dout[k]
+            for (int64_t g = 0; g < G; ++g) {
+                const V<T> f = synthesis_point<T, KT>(av, Y, G, s.k_in, g);
+                V<T> gfg = {};
+                for (int64_t l = 0; l < L1; ++l) {
+                    V<T> back = {};
+                    for (int64_t k = l * l; k < (l + 1) * (l + 1); ++k) back += Yw[k * G + g] * go[k];
+                    V<T> dp = T(nu_max) * cf[(nu_max - 1) * L1 + l];  // P_l'(f) = sum_nu nu c_nu f^(nu-1)
+                    for (int64_t nu = nu_max - 1; nu >= 1; --nu) dp = dp * f + T(nu) * cf[(nu - 1) * L1 + l];
+                    gfg += dp * back;
+                }
+                gf[g] = gfg;
+            }
+            // pass 2: dL/da[j] = sum_g Y[j, g] dL/df[g]
+            for (int64_t j = 0; j < K; ++j) {
+                const T* y = Y + j * G;
+                V<T> acc = {};
+                for (int64_t g = 0; g < G; ++g) acc += y[g] * gf[g];
+                store_rows(grad_a + j * R + b0, acc, n);
+            }
+        }
+    }
+}
+
+template <typename T>
+bool fits(const ProductShape& s) {
+    return s.k_in <= kMaxKIn && s.k_out <= kMaxKOut && s.nu_max * s.l_out1 <= kMaxCoef &&
+           s.k_out == s.l_out1 * s.l_out1;
 }
 
 }  // namespace
 
 extern "C" {
 
+// a [K_in, B], coef [nu_max, L_out+1, B], Y [K_in, G], Yw [K_out, G], out [K_out, B]; returns 0, or
+// -1 when the shape is beyond the kernel's fixed limits (the caller then uses the torch ops).
 #define GAUNT_PRODUCT_DEFINE(SUFFIX, T)                                                                      \
-    void gaunt_product_forward_##SUFFIX(int64_t rows, int64_t k_in, int64_t k_out, int64_t grid,             \
-                                        int64_t nu_max, int64_t l_out1, const T* a, const T* coef,           \
-                                        const T* Y, const T* Yw, const int64_t* deg_out, T* out,             \
-                                        int n_threads) {                                                     \
+    int gaunt_product_forward_##SUFFIX(int64_t rows, int64_t k_in, int64_t k_out, int64_t grid,              \
+                                       int64_t nu_max, int64_t l_out1, const T* a, const T* coef,            \
+                                       const T* Y, const T* Yw, const int64_t* deg_out, T* out,              \
+                                       int n_threads) {                                                      \
         ProductShape s{rows, k_in, k_out, grid, nu_max, l_out1};                                             \
+        if (!fits<T>(s)) return -1;                                                                          \
         if (k_in == 16)                                                                                      \
-            product_forward<T, 16>(s, a, coef, Y, Yw, deg_out, out, n_threads);                              \
+            product_forward<T, 16>(s, a, coef, Y, Yw, out, n_threads);                              \
         else                                                                                                 \
-            product_forward<T, 0>(s, a, coef, Y, Yw, deg_out, out, n_threads);                               \
+            product_forward<T, 0>(s, a, coef, Y, Yw, out, n_threads);                               \
+        return 0;                                                                                            \
     }                                                                                                        \
-    void gaunt_product_backward_##SUFFIX(int64_t rows, int64_t k_in, int64_t k_out, int64_t grid,            \
-                                         int64_t nu_max, int64_t l_out1, const T* a, const T* coef,          \
-                                         const T* Y, const T* Yw, const int64_t* deg_out, const T* YT,       \
-                                         const T* grad_out, T* grad_a, int n_threads) {                      \
+    int gaunt_product_backward_##SUFFIX(int64_t rows, int64_t k_in, int64_t k_out, int64_t grid,             \
+                                        int64_t nu_max, int64_t l_out1, const T* a, const T* coef,           \
+                                        const T* Y, const T* Yw, const int64_t* deg_out,                     \
+                                        const T* grad_out, T* grad_a, int n_threads) {                       \
         ProductShape s{rows, k_in, k_out, grid, nu_max, l_out1};                                             \
+        if (!fits<T>(s)) return -1;                                                                          \
         if (k_in == 16)                                                                                      \
-            product_backward<T, 16>(s, a, coef, Y, YT, Yw, deg_out, grad_out, grad_a, n_threads);            \
+            product_backward<T, 16>(s, a, coef, Y, Yw, grad_out, grad_a, n_threads);                \
         else                                                                                                 \
-            product_backward<T, 0>(s, a, coef, Y, YT, Yw, deg_out, grad_out, grad_a, n_threads);             \
+            product_backward<T, 0>(s, a, coef, Y, Yw, grad_out, grad_a, n_threads);                 \
+        return 0;                                                                                            \
     }
 
 GAUNT_PRODUCT_DEFINE(f32, float)
