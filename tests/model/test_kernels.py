@@ -65,11 +65,12 @@ def _reference_conv(h, coupling, edge_index, deg_in, deg_out, radial, scale=1.0)
     return scale * out
 
 
-@pytest.mark.parametrize("l_in, channels", [(0, 3), (1, 3), (1, 64)])  # 64: a compile-time channel count
-def test_edge_convolution_kernel_matches_einsum_and_gradcheck(l_in, channels):
+# 3 channels: the generic kernel; 8 and 64: the register-blocked one (whole float64 vectors)
+@pytest.mark.parametrize("l_in, channels, l_out", [(0, 3, 3), (1, 3, 3), (0, 8, 3), (1, 64, 3), (1, 8, 2)])
+def test_edge_convolution_kernel_matches_einsum_and_gradcheck(l_in, channels, l_out):
     gen = torch.Generator().manual_seed(1)
-    edge_index, h, coupling, deg_in, deg_out = _conv_inputs(gen, l_in=l_in, channels=channels)
-    radial = torch.randn(edge_index.shape[1], 4 * (l_in + 1), channels, generator=gen, dtype=torch.float64)
+    edge_index, h, coupling, deg_in, deg_out = _conv_inputs(gen, l_in=l_in, channels=channels, l_out=l_out)
+    radial = torch.randn(edge_index.shape[1], (l_out + 1) * (l_in + 1), channels, generator=gen, dtype=torch.float64)
     out = fused_edge_convolution(h, coupling, edge_index, deg_in, deg_out, radial=radial, scale=0.3)
     ref = _reference_conv(h, coupling, edge_index, deg_in, deg_out, radial, scale=0.3)
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
@@ -80,10 +81,12 @@ def test_edge_convolution_kernel_matches_einsum_and_gradcheck(l_in, channels):
     )
 
 
-def test_edge_convolution_kernel_with_table_gradcheck_in_lengths():
+# 3 channels: the generic kernel; 8: the register-blocked one (a whole number of float64 vectors)
+@pytest.mark.parametrize("channels", [3, 8])
+def test_edge_convolution_kernel_with_table_gradcheck_in_lengths(channels):
     gen = torch.Generator().manual_seed(2)
-    edge_index, h, coupling, deg_in, deg_out = _conv_inputs(gen)
-    width, cutoff, n = 8 * 3, 4.0, 64
+    edge_index, h, coupling, deg_in, deg_out = _conv_inputs(gen, channels=channels)
+    width, cutoff, n = 8 * channels, 4.0, 64
     freq = torch.rand(width, generator=gen, dtype=torch.float64) * 3
 
     def radial_function(r):
@@ -96,7 +99,7 @@ def test_edge_convolution_kernel_with_table_gradcheck_in_lengths():
         return fused_edge_convolution(x, s, edge_index, deg_in, deg_out, table=table, lengths=r, dx=cutoff / n)
 
     # the table reproduces the function it was made from (cubic Hermite, dx = 1/16 Å)
-    radial = radial_function(lengths).view(-1, 8, 3)
+    radial = radial_function(lengths).view(-1, 8, channels)
     ref = fused_edge_convolution(h, coupling, edge_index, deg_in, deg_out, radial=radial)
     torch.testing.assert_close(f(lengths, h, coupling), ref, rtol=0, atol=1e-5)
     inputs = (lengths.requires_grad_(), h.requires_grad_(), coupling.requires_grad_())

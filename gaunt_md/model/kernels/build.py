@@ -25,6 +25,7 @@ from typing import Optional
 logger = logging.getLogger(__name__)
 
 SOURCES = tuple(sorted((Path(__file__).with_name("csrc")).glob("*.cpp")))
+HEADERS = tuple(sorted((Path(__file__).with_name("csrc")).glob("*.h")))  # hashed with the sources
 ABI_VERSION = 3
 CXX_FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17"]
 
@@ -102,7 +103,7 @@ def load_library() -> Optional[ctypes.CDLL]:
             if compiler is None:
                 raise RuntimeError("no C++ compiler found (set CXX)")
             digest = hashlib.sha256()
-            for source in SOURCES:
+            for source in SOURCES + HEADERS:
                 digest.update(source.read_bytes())
             digest.update(" ".join([compiler, *CXX_FLAGS, _cpu_signature()]).encode())
             path = cache_dir() / f"gaunt_kernels_{digest.hexdigest()[:16]}.so"

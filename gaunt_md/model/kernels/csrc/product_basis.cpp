@@ -21,6 +21,8 @@
 #include <vector>
 #include <omp.h>
 
+#include "simd.h"
+
 namespace {
 
 struct ProductShape {
@@ -31,28 +33,14 @@ constexpr int kMaxKIn = 64;   // l_max 7
 constexpr int kMaxKOut = 64;
 constexpr int kMaxCoef = 64;  // nu_max (l_out + 1)
 
-// One 64-byte SIMD vector of rows (GCC/Clang vector extension: locals of this type live in
-// registers, and a scalar in an expression with one is broadcast).
-template <typename T>
-struct Vec;
-template <>
-struct Vec<float> { typedef float type __attribute__((vector_size(64))); };
-template <>
-struct Vec<double> { typedef double type __attribute__((vector_size(64))); };
-template <typename T>
-using V = typename Vec<T>::type;
-template <typename T>
-constexpr int kLanes = 64 / static_cast<int>(sizeof(T));
+using gaunt_simd::kLanes;
+using gaunt_simd::V;
 
 // rows b0 .. b0 + n of one row-innermost array (zero past n)
 template <typename T>
-inline V<T> load_rows(const T* p, int64_t n) {
-    V<T> v = {};
-    std::memcpy(&v, p, sizeof(T) * n);
-    return v;
-}
+inline V<T> load_rows(const T* p, int64_t n) { return gaunt_simd::load_first(p, n); }
 template <typename T>
-inline void store_rows(T* p, const V<T>& v, int64_t n) { std::memcpy(p, &v, sizeof(T) * n); }
+inline void store_rows(T* p, const V<T>& v, int64_t n) { gaunt_simd::store_first(p, v, n); }
 
 // f = sum_j Y[j, g] a[j] for one vector of rows. KT > 0: K_in known at compile time.
 template <typename T, int KT>
