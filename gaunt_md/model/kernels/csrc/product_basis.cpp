@@ -46,9 +46,14 @@ inline void store_rows(T* p, const V<T>& v, int64_t n) { gaunt_simd::store_first
 template <typename T, int KT>
 inline V<T> synthesis_point(const V<T>* av, const T* Y, int64_t G, int64_t k_in, int64_t g) {
     const int64_t K = KT > 0 ? KT : k_in;
-    V<T> f = {};
-    for (int64_t j = 0; j < K; ++j) f += Y[j * G + g] * av[j];
-    return f;
+    V<T> f0 = {}, f1 = {};  // two partial sums: half the dependency chain
+    int64_t j = 0;
+    for (; j + 1 < K; j += 2) {
+        f0 += Y[j * G + g] * av[j];
+        f1 += Y[(j + 1) * G + g] * av[j + 1];
+    }
+    if (j < K) f0 += Y[j * G + g] * av[j];
+    return f0 + f1;
 }
 
 template <typename T>
