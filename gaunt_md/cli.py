@@ -208,10 +208,10 @@ def _load_config(path: str, parser: argparse.ArgumentParser) -> dict[str, Any]:
 
 #: Below this many atoms relax/md/eos run on one torch thread unless --threads says otherwise: a
 #: step is then a few hundred small ops, and waking a second (sleeping, OMP_WAIT_POLICY=PASSIVE) OpenMP
-#: thread for each costs more than it saves. Measured with the fused kernels (benchmarks/threads.py,
-#: results/threads_2026-11-29.md): 2 threads took 2.6-3.2x longer per step at 8 and 27 atoms,
-#: 2x at 64, 1.04-1.22x at 216, and broke even at 512 (0.96-0.97x).
-SMALL_SYSTEM_ATOMS = 512
+#: thread for each costs more than it saves. Measured with the register-blocked kernels
+#: (benchmarks/threads.py, results/threads_2026-11-29b.md): 2 threads took 1.7-2.1x longer per step
+#: at 8 and 27 atoms, 1.2-1.4x at 64, 0.90-1.06x at 216 and 0.81-0.94x at 512.
+SMALL_SYSTEM_ATOMS = 200
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

@@ -23,7 +23,8 @@ f_x(r_g)    synthesis                              ``t1.synthesis(x)`` ``[B, G]`
 z           analysis of the pointwise product      ``t3.adjoint(f_x * w f_y)`` ``[B, K_out]``
 ==========  =====================================  =====================================
 
-Inputs are ``[..., K]`` (any leading shape, e.g. the model's ``[N, C, K]``), flattened to rows.
+Inputs are ``[..., K]`` (any leading shape, e.g. ``[N, C, K]``; the model permutes its degree-major
+features to that), flattened to rows.
 By default the maps run as plain tensor ops (the same code eager, scripted and on GPUs). With
 ``fused=True`` (eager CPU only) the rows run in cache-sized chunks on a small pool of
 single-threaded workers, with hand-written, any-order backward passes (:mod:`gaunt_md.so3.fused`).
