@@ -25,6 +25,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from gaunt_md.data.batch import chunk, collate
 from gaunt_md.data.graph import atoms_to_graph
+from gaunt_md.data.verlet import VerletGraphs
 from gaunt_md.errors import DeviceError, StructureError, UnknownElementError
 from gaunt_md.model import kernels
 from gaunt_md.model.checkpoint import load_checkpoint
@@ -73,9 +74,13 @@ class GauntCalculator(Calculator):
         min_distance: refuse structures with two atoms closer than this (Å); ``None`` disables.
         max_batch_atoms, max_batch_edges: bounds on one model call in :meth:`calculate_batch`;
             ``max_batch_atoms`` defaults to 8192 on CUDA, 4096 on CPU with the fused kernels
-            (0.39 / 0.40 / 0.48 ms per small cell at 4096 / 1024 / 256, float32) and 256 on CPU
-            without them (larger batches were slower there: their edge tensors leave the cache;
+            (0.27 / 0.30 ms per small cell at 4096 / 1024, float32) and 256 on CPU without them
+            (larger batches were slower there: their edge tensors leave the cache;
             ``benchmarks/model_speed.py --batch [--max-batch-atoms N]``).
+        skin: single-structure calls keep their neighbour list between calls, searched with
+            ``cutoff + skin`` (Å), while no atom has moved more than ``skin / 2`` and numbers,
+            cell and pbc are unchanged (a Verlet list, :class:`~gaunt_md.data.verlet.VerletGraphs`:
+            MD and optimiser steps skip most searches); ``0`` searches on every call.
         fused: run the edge convolutions and product bases through the fused C++ kernels on
             CPU (:mod:`gaunt_md.model.kernels`, compiled on first use in seconds). ``None`` (default): when
             the device is the CPU and a C++ compiler is available, else plain torch ops;
@@ -99,6 +104,7 @@ class GauntCalculator(Calculator):
         max_batch_edges: int = 200_000,
         fused: bool | None = None,
         radial_intervals: int = kernels.DEFAULT_RADIAL_INTERVALS,
+        skin: float = 0.5,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -114,6 +120,7 @@ class GauntCalculator(Calculator):
         self.cutoff = float(potential.config.cutoff)
         self.elements = tuple(potential.config.elements)
         self.min_distance = min_distance
+        self.neighbors = VerletGraphs(self.cutoff, skin)  # for single-structure calls
         self.fused = self._use_fused_kernel(fused, int(radial_intervals))
         if max_batch_atoms is None:
             max_batch_atoms = 8192 if self.device.type == "cuda" else 4096 if self.fused else 256
@@ -123,7 +130,7 @@ class GauntCalculator(Calculator):
             model=os.fspath(model), path=str(path), device=str(self.device),
             dtype=str(self.dtype).replace("torch.", ""), arch="gaunt_md",
             version=header.get("package_version"), fused=self.fused,
-            radial_intervals=int(radial_intervals) if self.fused else 0,
+            radial_intervals=int(radial_intervals) if self.fused else 0, skin=float(skin),
         )
         log.info("GauntCalculator: %s on %s in %s (fused kernel: %s)", path, self.device, self.parameters["dtype"], self.fused)
 
@@ -156,7 +163,7 @@ class GauntCalculator(Calculator):
         # periodic cells get the stress in the same pass (a few % of a call): cell filters and NPT
         # ask for forces and then stress, which would otherwise cost a second model call per step
         want_stress = "stress" in properties or bool(self.atoms.pbc.all())
-        self.results = self._evaluate([self.atoms], want_stress=want_stress)[0]
+        self.results = self._evaluate([self.atoms], want_stress=want_stress, reuse_neighbors=True)[0]
 
     def calculate_batch(
         self,
@@ -186,7 +193,7 @@ class GauntCalculator(Calculator):
                 f"it covers {[chemical_symbols[z] for z in self.elements]}"
             )
 
-    def _graphs(self, atoms_list: list[Atoms]):
+    def _graphs(self, atoms_list: list[Atoms], reuse_neighbors: bool = False):
         graphs = []
         for k, atoms in enumerate(atoms_list):
             if not isinstance(atoms, Atoms):
@@ -194,11 +201,16 @@ class GauntCalculator(Calculator):
             if len(atoms) == 0:
                 raise StructureError(f"structure {k} has no atoms")
             self.check_elements(atoms, k if len(atoms_list) > 1 else None)
-            graphs.append(atoms_to_graph(atoms, self.cutoff, min_distance=self.min_distance))
+            if reuse_neighbors:
+                graphs.append(self.neighbors.graph(atoms, self.min_distance))
+            else:
+                graphs.append(atoms_to_graph(atoms, self.cutoff, min_distance=self.min_distance))
         return graphs
 
-    def _evaluate(self, atoms_list: list[Atoms], *, want_stress: bool, progress: bool = False) -> list[dict[str, Any]]:
-        graphs = self._graphs(atoms_list)
+    def _evaluate(
+        self, atoms_list: list[Atoms], *, want_stress: bool, progress: bool = False, reuse_neighbors: bool = False
+    ) -> list[dict[str, Any]]:
+        graphs = self._graphs(atoms_list, reuse_neighbors)
         groups = chunk(graphs, self.max_batch_atoms, self.max_batch_edges)
         results: list[dict[str, Any]] = [{} for _ in graphs]
         bar = None

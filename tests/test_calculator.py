@@ -353,3 +353,35 @@ def test_cuda_matches_cpu(tiny_model_path, rng, dtype, atol):
             np.testing.assert_allclose(b["stress"], a["stress"], atol=atol)
     single = evaluate(gpu, structures[1], ["energy", "forces", "stress"])
     assert single["energy"] == pytest.approx(cpu.calculate_batch([structures[1]])[0]["energy"], abs=atol * 8)
+
+
+@pytest.mark.parametrize("fused", [None, False])
+def test_kept_neighbour_list_gives_the_same_md(tiny_model_path, fused):
+    """A kept neighbour list (Verlet list) changes nothing but the cost: 40 NVE steps of a Si
+    cell, energies, forces and stress as with a fresh search every call. A thin skin (0.1 Å)
+    so that the run also goes through several new searches."""
+    from ase import units
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+    from ase.md.verlet import VelocityVerlet
+
+    atoms = bulk("Si", "diamond", a=5.43, cubic=True).repeat((2, 1, 1))
+    atoms.rattle(0.05, seed=3)
+    MaxwellBoltzmannDistribution(atoms, temperature_K=600, rng=np.random.default_rng(4))
+    runs = {}
+    for skin in (0.1, 0.0):
+        calc = GauntCalculator(tiny_model_path, device="cpu", dtype="float64", fused=fused, skin=skin)
+        moving = atoms.copy()
+        moving.calc = calc
+        trajectory = []
+        dyn = VelocityVerlet(moving, timestep=2.0 * units.fs)
+        for _ in range(40):
+            dyn.run(1)
+            trajectory.append((moving.get_potential_energy(), moving.get_forces().copy(), moving.get_stress().copy()))
+        runs[skin] = (trajectory, calc.neighbors.searches)
+    for (e, f, s), (e0, f0, s0) in zip(runs[0.1][0], runs[0.0][0]):
+        assert e == pytest.approx(e0, abs=1e-10)
+        np.testing.assert_allclose(f, f0, atol=1e-10)
+        np.testing.assert_allclose(s, s0, atol=1e-12)
+    assert runs[0.0][1] == 41  # every call
+    assert 3 <= runs[0.1][1] <= 30, runs[0.1][1]  # new searches, and calls served from the kept list
+    assert np.abs(runs[0.1][0][-1][0] - runs[0.1][0][0][0]) > 1e-4  # the atoms did move

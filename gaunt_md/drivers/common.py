@@ -73,7 +73,7 @@ def describe_calculator(calc: BaseCalculator | None) -> dict[str, Any]:
         return {}
     params = dict(getattr(calc, "parameters", None) or {})
     out: dict[str, Any] = {"calculator": type(calc).__name__}
-    for key in ("model", "path", "version", "device", "dtype", "fused", "radial_intervals"):
+    for key in ("model", "path", "version", "device", "dtype", "fused", "radial_intervals", "skin"):
         value = params.get(key)
         if value is None:
             value = getattr(calc, key, None)
