@@ -105,7 +105,7 @@ def neighbor_list(
     keep = None
     if n_edges and distances.max() > cutoff * (1.0 - 1e-9):
         near = np.flatnonzero(distances > cutoff * (1.0 - 1e-9))
-        vectors = positions[sender[near]] - positions[receiver[near]] + unit_shifts[near] @ cell
+        vectors = positions[sender[near]] - positions[receiver[near]] + np.einsum("ek,kl->el", unit_shifts[near], cell)
         keep = np.ones(n_edges, dtype=bool)
         keep[near] = np.einsum("ek,ek->e", vectors, vectors) < cutoff * cutoff
     self_pairs = np.flatnonzero(sender == receiver)

@@ -41,9 +41,10 @@ class VerletGraphs:
         self.searches = 0  # neighbour searches so far (for tests and logs)
         self._last: AtomicGraph | None = None  # the previous call's structure (positions at its search)
         self._list: AtomicGraph | None = None  # the cutoff + skin list and the positions it was made at
+        self._shift_vectors: np.ndarray | None = None  # its unit_shifts @ cell
 
     def reset(self) -> None:
-        self._last = self._list = None
+        self._last = self._list = self._shift_vectors = None
 
     def graph(self, atoms: Atoms, min_distance: float | None = None) -> AtomicGraph:
         """The graph of ``atoms`` with ``cutoff`` (a search, or the kept list filtered);
@@ -63,6 +64,7 @@ class VerletGraphs:
         last = self._last
         if last is not None and _same_frame(last, atoms):  # a second call on this structure: keep a list
             self._list = atoms_to_graph(atoms, self.cutoff + self.skin)
+            self._shift_vectors = None
             graph = self._filtered(self._list, self._list.positions, min_distance)
         else:
             self._list = None
@@ -71,21 +73,28 @@ class VerletGraphs:
         return graph
 
     def _filtered(self, kept: AtomicGraph, positions: np.ndarray, min_distance: float | None) -> AtomicGraph:
+        if self._shift_vectors is None or self._shift_vectors.shape[0] != kept.num_edges:
+            # unit_shifts @ cell once per search (the cell is fixed while the list is kept); einsum,
+            # not @: a BLAS matmul wakes OpenBLAS's own threads, which then spin against torch's
+            # for the rest of the call (2x slower calls on 2 cores)
+            self._shift_vectors = np.einsum("ek,kl->el", kept.unit_shifts, kept.cell)
         sender, receiver = kept.edge_index
-        vectors = positions[sender] - positions[receiver] + kept.unit_shifts @ kept.cell
+        vectors = np.take(positions, sender, axis=0)
+        vectors -= np.take(positions, receiver, axis=0)
+        vectors += self._shift_vectors
         distances = np.sqrt(np.einsum("ij,ij->i", vectors, vectors))
-        keep = distances < self.cutoff
+        keep = np.flatnonzero(distances < self.cutoff)
         positions.flags.writeable = False
         graph = AtomicGraph._trusted(
             numbers=kept.numbers,
             positions=positions,
             cell=kept.cell,
             pbc=kept.pbc,
-            edge_index=np.ascontiguousarray(kept.edge_index[:, keep]),
-            unit_shifts=kept.unit_shifts[keep],
+            edge_index=np.take(kept.edge_index, keep, axis=1),
+            unit_shifts=np.take(kept.unit_shifts, keep, axis=0),
         )
         if min_distance is not None:
-            _check_min_distance(graph, self.cutoff, float(min_distance), distances[keep])
+            _check_min_distance(graph, self.cutoff, float(min_distance), np.take(distances, keep))
         return graph
 
 
