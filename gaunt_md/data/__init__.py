@@ -6,6 +6,8 @@ Modules (one idea each):
 * :mod:`~gaunt_md.data.neighbors`: periodic neighbour lists (matscipy) in the project's edge
   convention (``edge_index[0]`` = sender j, ``edge_index[1]`` = receiver i);
 * :mod:`~gaunt_md.data.graph`: :class:`AtomicGraph`, one structure as numpy arrays;
+* :mod:`~gaunt_md.data.verlet`: :class:`VerletGraphs`, one evolving structure's neighbour list kept
+  between calls (searched with ``cutoff + skin``, filtered while atoms move less than ``skin / 2``);
 * :mod:`~gaunt_md.data.batch`: :class:`Batch` of torch tensors, collation and batching;
 * :mod:`~gaunt_md.data.datasets`: labelled extxyz frames and isolated-atom energies.
 """
@@ -22,12 +24,14 @@ from gaunt_md.data.datasets import (
 )
 from gaunt_md.data.graph import AtomicGraph, atoms_to_graph
 from gaunt_md.data.neighbors import edge_vectors, neighbor_list
+from gaunt_md.data.verlet import VerletGraphs
 
 __all__ = [
     "AtomicGraph",
     "Batch",
     "ISOLATED_CONFIG_TYPES",
     "LabelledStructure",
+    "VerletGraphs",
     "atoms_to_graph",
     "chunk",
     "collate",

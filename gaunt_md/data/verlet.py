@@ -1,8 +1,8 @@
 """Reuse of one structure's neighbour list between calls (a Verlet list): :class:`VerletGraphs`.
 
 An MD step or an optimiser step moves atoms by far less than the cutoff, yet a fresh search costs
-the same every call (matscipy: ~0.15 µs per edge, 5-12% of a call of the fused model on 500-4000
-atoms). :class:`VerletGraphs` searches with ``cutoff + skin`` instead and keeps that list while
+the same every call (matscipy's: up to 11% of a call of the fused model,
+``benchmarks/results/model_speed_skin0_2026-11-29c.md``). :class:`VerletGraphs` searches with ``cutoff + skin`` instead and keeps that list while
 no atom has moved more than ``skin / 2`` from where it was at the search: then no pair outside
 ``cutoff + skin`` can have come within ``cutoff``, and the graph of the current positions is the
 stored list filtered by the exact contract ``|r_ij| < cutoff`` (a few vector operations).
@@ -76,7 +76,7 @@ class VerletGraphs:
         if self._shift_vectors is None or self._shift_vectors.shape[0] != kept.num_edges:
             # unit_shifts @ cell once per search (the cell is fixed while the list is kept); einsum,
             # not @: a BLAS matmul wakes OpenBLAS's own threads, which then spin against torch's
-            # for the rest of the call (2x slower calls on 2 cores)
+            # for the rest of the call (on 2 cores every op after it slowed down)
             self._shift_vectors = np.einsum("ek,kl->el", kept.unit_shifts, kept.cell)
         sender, receiver = kept.edge_index
         vectors = np.take(positions, sender, axis=0)
