@@ -105,7 +105,7 @@ def neighbor_list(
     keep = None
     if n_edges and distances.max() > cutoff * (1.0 - 1e-9):
         near = np.flatnonzero(distances > cutoff * (1.0 - 1e-9))
-        vectors = positions[sender[near]] - positions[receiver[near]] + np.einsum("ek,kl->el", unit_shifts[near], cell)
+        vectors = edge_vectors(positions, cell, edge_index[:, near], unit_shifts[near])
         keep = np.ones(n_edges, dtype=bool)
         keep[near] = np.einsum("ek,ek->e", vectors, vectors) < cutoff * cutoff
     self_pairs = np.flatnonzero(sender == receiver)
@@ -137,9 +137,9 @@ def edge_vectors(
     """Return ``r_ij = positions[j] - positions[i] + unit_shifts @ cell``, float64 [n_edges, 3], Å."""
     positions = np.asarray(positions, dtype=np.float64)
     sender, receiver = edge_index
-    return positions[sender] - positions[receiver] + np.asarray(unit_shifts, np.float64) @ np.asarray(
-        cell, np.float64
-    )
+    # einsum, not @: a BLAS matmul would wake OpenBLAS's threads, which then spin against torch's
+    shifts = np.einsum("ek,kl->el", np.asarray(unit_shifts, np.float64), np.asarray(cell, np.float64))
+    return positions[sender] - positions[receiver] + shifts
 
 
 # ----------------------------------------------------------------------------------------------

@@ -232,7 +232,7 @@ class GauntProductBasis(nn.Module):
         coef = w.index_select(2, species)  # [nu, L_out+1, N, C]: rows (node, channel) last, like a
         out = fused_product_basis(
             a.reshape(k, n * c), coef.reshape(coef.shape[0], coef.shape[1], n * c),
-            self.powers.t.table, self.powers.t_out.table_w, self.degree,
+            self.powers.t.table, self.powers.t_out.table_w,
         )
         return out.view(-1, n, c)  # [K_out, N, C]
 

@@ -137,7 +137,7 @@ def test_product_basis_kernel_matches_torch_ops_and_gradcheck(tiny_model_path):
     inv_std = product.inv_std.index_select(1, torch.tensor([l * l for l in range(product.weight.shape[3])]))
     coef = (product.weight.index_select(0, species) * inv_std).permute(2, 3, 0, 1)  # [nu, L_out+1, N, C]
     out = fused_product_basis(a.reshape(a.shape[0], -1), coef.reshape(*coef.shape[:2], -1), product.powers.t.table,
-                              product.powers.t_out.table_w, product.degree)
+                              product.powers.t_out.table_w)
     torch.testing.assert_close(out.view_as(ref), ref, rtol=1e-12, atol=1e-12)
 
 

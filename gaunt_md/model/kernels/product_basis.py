@@ -26,16 +26,16 @@ from gaunt_md.model.kernels.build import pointer, require_library, suffix
 
 class _FusedProductBasis(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, a, coef, synthesis, projection, deg_out):  # type: ignore[override]
+    def forward(ctx, a, coef, synthesis, projection):  # type: ignore[override]
         lib = require_library()
         k_in, rows = a.shape
         nu_max, l_out1, _ = coef.shape
         k_out, grid = projection.shape
         head = (rows, k_in, k_out, grid, nu_max, l_out1, pointer(a), pointer(coef), pointer(synthesis),
-                pointer(projection), pointer(deg_out))
+                pointer(projection))
         out = torch.empty((k_out, rows), dtype=a.dtype)
         _check(getattr(lib, f"gaunt_product_forward_{suffix(a.dtype)}")(*head, pointer(out), torch.get_num_threads()), head)
-        ctx.save_for_backward(a, coef, synthesis, projection, deg_out)  # keeps ctx.head's pointers valid
+        ctx.save_for_backward(a, coef, synthesis, projection)  # keeps ctx.head's pointers valid
         ctx.head = head
         return out
 
@@ -48,7 +48,7 @@ class _FusedProductBasis(torch.autograd.Function):
         _check(getattr(require_library(), f"gaunt_product_backward_{suffix(a.dtype)}")(
             *ctx.head, pointer(grad_out), pointer(grad_a), torch.get_num_threads()
         ), ctx.head)
-        return grad_a, None, None, None, None
+        return grad_a, None, None, None
 
 
 def _check(status: int, head: tuple) -> None:
@@ -72,8 +72,7 @@ def fused_product_basis(
     a: torch.Tensor,  # [K, B]: row b = (node, channel) in column b (the model's degree-major features)
     coef: torch.Tensor,  # [nu_max, L_out+1, B]: c[nu-1, l, b]
     synthesis: torch.Tensor,  # [K, G]
-    projection: torch.Tensor,  # [K_out, G], quadrature weights included
-    deg_out: torch.Tensor,  # [K_out] int64
+    projection: torch.Tensor,  # [K_out, G], quadrature weights included; K_out = (L_out+1)^2
 ) -> torch.Tensor:
     """``out [K_out, B]``, differentiable once in ``a`` (not in ``coef``: inference only)."""
     if coef.requires_grad and torch.is_grad_enabled():
@@ -81,5 +80,5 @@ def fused_product_basis(
     dtype = a.dtype
     return _FusedProductBasis.apply(
         a.contiguous(), coef.to(dtype).contiguous(), synthesis.to(dtype).contiguous(),
-        projection.to(dtype).contiguous(), deg_out.contiguous(),
+        projection.to(dtype).contiguous(),
     )

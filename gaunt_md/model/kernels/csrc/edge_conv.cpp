@@ -72,6 +72,17 @@ struct Table {
         for (int64_t c = 0; c < width; ++c) acc += g[c] * (c1[c] + two_t * c2[c] + three_t2 * c3[c]);
         return acc * inv_dx;
     }
+    // one vector of R and of dR/dt at column `at` of the interval whose coefficients start at c0
+    inline gaunt_simd::V<T> value_at(const T* c0, int64_t at, T t) const {
+        using gaunt_simd::load;
+        const T* q = c0 + at;
+        return load(q) + t * (load(q + width) + t * (load(q + 2 * width) + t * load(q + 3 * width)));
+    }
+    inline gaunt_simd::V<T> slope_at(const T* c0, int64_t at, T t) const {
+        using gaunt_simd::load;
+        const T* q = c0 + at;
+        return load(q + width) + t * (T(2) * load(q + 2 * width) + T(3) * t * load(q + 3 * width));
+    }
 };
 
 // CT > 0: the channel count as a compile-time constant (the loops over c unroll into registers);
@@ -237,12 +248,8 @@ inline void radial_block(const T* R, const Table<T>& table, const T* lengths, in
         return;
     }
     T t;
-    const T* c0 = table.locate(lengths[e], t) + off;
-    for (int p = 0; p < P; ++p) {
-        const T* q = c0 + p * C;
-        r[p] = gaunt_simd::load(q) +
-               t * (gaunt_simd::load(q + PC) + t * (gaunt_simd::load(q + 2 * PC) + t * gaunt_simd::load(q + 3 * PC)));
-    }
+    const T* c0 = table.locate(lengths[e], t);
+    for (int p = 0; p < P; ++p) r[p] = table.value_at(c0, p * C + off, t);
 }
 
 template <typename T, int KI, int LI1, int LO1>
@@ -281,6 +288,7 @@ void backward_fast(const Shape& s, const T* R, const Table<T>& table, const T* l
     constexpr int W = kLanes<T>, KO = LO1 * LO1, P = LO1 * LI1;
     const int64_t C = s.channels, NC = s.n_nodes * C, PC = P * C, NB = C / W;
     const T scale = static_cast<T>(s.scale);
+    if (!table.data) std::memset(gR, 0, sizeof(T) * s.n_edges * PC);  // accumulated over the a of a path
 #pragma omp parallel num_threads(n_threads)
     {
         std::vector<T> g_buf(KO * C);            // scale * dL/dA[:, i, :] of the receiver in hand
@@ -305,10 +313,8 @@ void backward_fast(const Shape& s, const T* R, const Table<T>& table, const T* l
                     for (int64_t b = 0; b < NB; ++b) {
                         const int64_t at = p * C + b * W;
                         if (c0) {
-                            const V<T> q0 = gaunt_simd::load(c0 + at), q1 = gaunt_simd::load(c0 + PC + at);
-                            const V<T> q2 = gaunt_simd::load(c0 + 2 * PC + at), q3 = gaunt_simd::load(c0 + 3 * PC + at);
-                            rb[p * NB + b] = q0 + t * (q1 + t * (q2 + t * q3));
-                            drb[p * NB + b] = q1 + t * (T(2) * q2 + T(3) * t * q3);
+                            rb[p * NB + b] = table.value_at(c0, at, t);
+                            drb[p * NB + b] = table.slope_at(c0, at, t);
                         } else {
                             rb[p * NB + b] = gaunt_simd::load(R + e * PC + at);
                         }
@@ -336,7 +342,7 @@ void backward_fast(const Shape& s, const T* R, const Table<T>& table, const T* l
                             if (c0) {
                                 gl += gr * drb[p * NB + b];
                             } else {
-                                // paths are shared by the a of one degree: accumulate (zeroed below)
+                                // paths are shared by the a of one degree: accumulate (zeroed above)
                                 gaunt_simd::store(gRp + b * W, gaunt_simd::load(gRp + b * W) + gr);
                             }
                             if (gha) gaunt_simd::store(gha + b * W, gaunt_simd::load(gha + b * W) + gx * r);
@@ -349,38 +355,30 @@ void backward_fast(const Shape& s, const T* R, const Table<T>& table, const T* l
     }
 }
 
-// the register-blocked kernel if there is one for this shape, else false
+// the register-blocked kernel if there is one for this shape (K_in, l_in + 1, L_A + 1 and whole
+// vectors of channels), else false
+#define GAUNT_SHAPE_DISPATCH(FN, s, ...)                                          \
+    if ((s).channels % kLanes<T> != 0) return false;                              \
+    switch ((s).k_in * 100 + (s).l_in1 * 10 + (s).l_out1) {                       \
+        case 114: FN<T, 1, 1, 4>(s, __VA_ARGS__); return true;                    \
+        case 113: FN<T, 1, 1, 3>(s, __VA_ARGS__); return true;                    \
+        case 424: FN<T, 4, 2, 4>(s, __VA_ARGS__); return true;                    \
+        case 423: FN<T, 4, 2, 3>(s, __VA_ARGS__); return true;                    \
+        default: return false;                                                    \
+    }
+
 template <typename T>
 bool forward_fast_any(const Shape& s, const T* R, const Table<T>& table, const T* lengths, const T* h, const T* S,
                       const int64_t* src, const int64_t* rowptr, T* A, int n_threads) {
-    if (s.channels % kLanes<T> != 0) return false;
-    const int64_t key = s.k_in * 100 + s.l_in1 * 10 + s.l_out1;
-    switch (key) {
-        case 114: forward_fast<T, 1, 1, 4>(s, R, table, lengths, h, S, src, rowptr, A, n_threads); return true;
-        case 113: forward_fast<T, 1, 1, 3>(s, R, table, lengths, h, S, src, rowptr, A, n_threads); return true;
-        case 424: forward_fast<T, 4, 2, 4>(s, R, table, lengths, h, S, src, rowptr, A, n_threads); return true;
-        case 423: forward_fast<T, 4, 2, 3>(s, R, table, lengths, h, S, src, rowptr, A, n_threads); return true;
-        default: return false;
-    }
+    GAUNT_SHAPE_DISPATCH(forward_fast, s, R, table, lengths, h, S, src, rowptr, A, n_threads)
 }
 
 template <typename T>
 bool backward_fast_any(const Shape& s, const T* R, const Table<T>& table, const T* lengths, const T* h, const T* S,
                        const int64_t* src, const int64_t* rowptr, const T* gA, T* gR, T* g_lengths, T* gS,
                        T* gh_work, int n_threads) {
-    if (s.channels % kLanes<T> != 0) return false;
-    if (!table.data) std::memset(gR, 0, sizeof(T) * s.n_edges * s.l_out1 * s.l_in1 * s.channels);
-    const int64_t key = s.k_in * 100 + s.l_in1 * 10 + s.l_out1;
-#define GAUNT_BWD(KI, LI1, LO1) \
-    backward_fast<T, KI, LI1, LO1>(s, R, table, lengths, h, S, src, rowptr, gA, gR, g_lengths, gS, gh_work, n_threads)
-    switch (key) {
-        case 114: GAUNT_BWD(1, 1, 4); return true;
-        case 113: GAUNT_BWD(1, 1, 3); return true;
-        case 424: GAUNT_BWD(4, 2, 4); return true;
-        case 423: GAUNT_BWD(4, 2, 3); return true;
-        default: return false;
-    }
-#undef GAUNT_BWD
+    GAUNT_SHAPE_DISPATCH(backward_fast, s, R, table, lengths, h, S, src, rowptr, gA, gR, g_lengths, gS, gh_work,
+                         n_threads)
 }
 
 // one instantiation per common channel count, a generic one for the rest

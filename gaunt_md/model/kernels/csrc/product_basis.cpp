@@ -36,11 +36,8 @@ constexpr int kMaxCoef = 64;  // nu_max (l_out + 1)
 using gaunt_simd::kLanes;
 using gaunt_simd::V;
 
-// rows b0 .. b0 + n of one row-innermost array (zero past n)
-template <typename T>
-inline V<T> load_rows(const T* p, int64_t n) { return gaunt_simd::load_first(p, n); }
-template <typename T>
-inline void store_rows(T* p, const V<T>& v, int64_t n) { gaunt_simd::store_first(p, v, n); }
+using gaunt_simd::load_first;   // rows b0 .. b0 + n of one row-innermost array, zero past n
+using gaunt_simd::store_first;
 
 // f = sum_j Y[j, g] a[j] for one vector of rows. KT > 0: K_in known at compile time.
 template <typename T, int KT>
@@ -60,8 +57,8 @@ template <typename T>
 inline void load_block(const ProductShape& s, const T* a, const T* coef, int64_t b0, int64_t n, V<T>* av,
                        V<T>* cf) {
     const int64_t R = s.rows, n_coef = s.nu_max * s.l_out1;
-    for (int64_t j = 0; j < s.k_in; ++j) av[j] = load_rows(a + j * R + b0, n);
-    for (int64_t p = 0; p < n_coef; ++p) cf[p] = load_rows(coef + p * R + b0, n);  // cf[(nu-1) L1 + l]
+    for (int64_t j = 0; j < s.k_in; ++j) av[j] = load_first(a + j * R + b0, n);
+    for (int64_t p = 0; p < n_coef; ++p) cf[p] = load_first(coef + p * R + b0, n);  // cf[(nu-1) L1 + l]
 }
 
 template <typename T, int KT>
@@ -86,7 +83,7 @@ void product_forward(const ProductShape& s, const T* a, const T* coef, const T* 
                     for (int64_t k = l * l; k < (l + 1) * (l + 1); ++k) acc[k] += Yw[k * G + g] * q;  // deg k = l
                 }
             }
-            for (int64_t k = 0; k < s.k_out; ++k) store_rows(out + k * R + b0, acc[k], n);
+            for (int64_t k = 0; k < s.k_out; ++k) store_first(out + k * R + b0, acc[k], n);
         }
     }
 }
@@ -105,7 +102,7 @@ void product_backward(const ProductShape& s, const T* a, const T* coef, const T*
         for (int64_t blk = 0; blk < n_blocks; ++blk) {
             const int64_t b0 = blk * kLanes<T>, n = std::min<int64_t>(kLanes<T>, R - b0);
             load_block(s, a, coef, b0, n, av, cf);
-            for (int64_t k = 0; k < s.k_out; ++k) go[k] = load_rows(grad_out + k * R + b0, n);
+            for (int64_t k = 0; k < s.k_out; ++k) go[k] = load_first(grad_out + k * R + b0, n);
             // pass 1: dL/df[g] = sum_l P_l'(f[g]) sum_{deg k = l} Yw[k, g] dL/dout[k]
             for (int64_t g = 0; g < G; ++g) {
                 const V<T> f = synthesis_point<T, KT>(av, Y, G, s.k_in, g);
@@ -124,13 +121,12 @@ void product_backward(const ProductShape& s, const T* a, const T* coef, const T*
                 const T* y = Y + j * G;
                 V<T> acc = {};
                 for (int64_t g = 0; g < G; ++g) acc += y[g] * gf[g];
-                store_rows(grad_a + j * R + b0, acc, n);
+                store_first(grad_a + j * R + b0, acc, n);
             }
         }
     }
 }
 
-template <typename T>
 bool fits(const ProductShape& s) {
     return s.k_in <= kMaxKIn && s.k_out <= kMaxKOut && s.nu_max * s.l_out1 <= kMaxCoef &&
            s.k_out == s.l_out1 * s.l_out1;
@@ -140,31 +136,31 @@ bool fits(const ProductShape& s) {
 
 extern "C" {
 
-// a [K_in, B], coef [nu_max, L_out+1, B], Y [K_in, G], Yw [K_out, G], out [K_out, B]; returns 0, or
-// -1 when the shape is beyond the kernel's fixed limits (the caller then uses the torch ops).
+// a [K_in, B], coef [nu_max, L_out+1, B], Y [K_in, G], Yw [K_out, G], out [K_out, B], K_out =
+// (L_out+1)^2; returns 0, or -1 when the shape is beyond the kernel's fixed limits
+// (gaunt_md.model.kernels.product_basis.supports keeps such models on the torch ops).
 #define GAUNT_PRODUCT_DEFINE(SUFFIX, T)                                                                      \
     int gaunt_product_forward_##SUFFIX(int64_t rows, int64_t k_in, int64_t k_out, int64_t grid,              \
                                        int64_t nu_max, int64_t l_out1, const T* a, const T* coef,            \
-                                       const T* Y, const T* Yw, const int64_t* deg_out, T* out,              \
-                                       int n_threads) {                                                      \
+                                       const T* Y, const T* Yw, T* out, int n_threads) {                     \
         ProductShape s{rows, k_in, k_out, grid, nu_max, l_out1};                                             \
-        if (!fits<T>(s)) return -1;                                                                          \
+        if (!fits(s)) return -1;                                                                             \
         if (k_in == 16)                                                                                      \
-            product_forward<T, 16>(s, a, coef, Y, Yw, out, n_threads);                              \
+            product_forward<T, 16>(s, a, coef, Y, Yw, out, n_threads);                                       \
         else                                                                                                 \
-            product_forward<T, 0>(s, a, coef, Y, Yw, out, n_threads);                               \
+            product_forward<T, 0>(s, a, coef, Y, Yw, out, n_threads);                                        \
         return 0;                                                                                            \
     }                                                                                                        \
     int gaunt_product_backward_##SUFFIX(int64_t rows, int64_t k_in, int64_t k_out, int64_t grid,             \
                                         int64_t nu_max, int64_t l_out1, const T* a, const T* coef,           \
-                                        const T* Y, const T* Yw, const int64_t* deg_out,                     \
-                                        const T* grad_out, T* grad_a, int n_threads) {                       \
+                                        const T* Y, const T* Yw, const T* grad_out, T* grad_a,               \
+                                        int n_threads) {                                                     \
         ProductShape s{rows, k_in, k_out, grid, nu_max, l_out1};                                             \
-        if (!fits<T>(s)) return -1;                                                                          \
+        if (!fits(s)) return -1;                                                                             \
         if (k_in == 16)                                                                                      \
-            product_backward<T, 16>(s, a, coef, Y, Yw, grad_out, grad_a, n_threads);                \
+            product_backward<T, 16>(s, a, coef, Y, Yw, grad_out, grad_a, n_threads);                         \
         else                                                                                                 \
-            product_backward<T, 0>(s, a, coef, Y, Yw, grad_out, grad_a, n_threads);                 \
+            product_backward<T, 0>(s, a, coef, Y, Yw, grad_out, grad_a, n_threads);                          \
         return 0;                                                                                            \
     }
 
