@@ -24,7 +24,7 @@ from ase.data import chemical_symbols
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from gaunt_md.data.batch import chunk, collate
-from gaunt_md.data.graph import atoms_to_graph
+from gaunt_md.data.graph import atoms_to_graphs
 from gaunt_md.data.verlet import VerletGraphs
 from gaunt_md.errors import DeviceError, StructureError, UnknownElementError
 from gaunt_md.model import kernels
@@ -194,18 +194,15 @@ class GauntCalculator(Calculator):
             )
 
     def _graphs(self, atoms_list: list[Atoms], reuse_neighbors: bool = False):
-        graphs = []
         for k, atoms in enumerate(atoms_list):
             if not isinstance(atoms, Atoms):
                 raise StructureError(f"structure {k} is a {type(atoms).__name__}, not ase.Atoms")
             if len(atoms) == 0:
                 raise StructureError(f"structure {k} has no atoms")
             self.check_elements(atoms, k if len(atoms_list) > 1 else None)
-            if reuse_neighbors:
-                graphs.append(self.neighbors.graph(atoms, self.min_distance))
-            else:
-                graphs.append(atoms_to_graph(atoms, self.cutoff, min_distance=self.min_distance))
-        return graphs
+        if reuse_neighbors:  # one evolving structure (calculate): its kept neighbour list
+            return [self.neighbors.graph(atoms, self.min_distance) for atoms in atoms_list]
+        return atoms_to_graphs(atoms_list, self.cutoff, min_distance=self.min_distance)
 
     def _evaluate(
         self, atoms_list: list[Atoms], *, want_stress: bool, progress: bool = False, reuse_neighbors: bool = False

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from ase import Atoms
 
+from gaunt_md.data import image_search
 from gaunt_md.data.neighbors import edge_vectors, neighbor_list
 from gaunt_md.errors import StructureError
 
-__all__ = ["AtomicGraph", "atoms_to_graph"]
+__all__ = ["AtomicGraph", "atoms_to_graph", "atoms_to_graphs"]
 
 #: Largest atomic number accepted in a graph (oganesson).
 MAX_ATOMIC_NUMBER = 118
@@ -117,11 +120,7 @@ def atoms_to_graph(atoms: Atoms, cutoff: float, *, min_distance: float | None = 
         raise StructureError(f"atoms_to_graph needs an ase.Atoms, got {type(atoms).__name__}")
     # copies throughout: the graph must not change when the caller edits the atoms afterwards
     numbers = np.array(atoms.numbers, dtype=np.int64)
-    if len(numbers) and (numbers.min() < 1 or numbers.max() > MAX_ATOMIC_NUMBER):
-        bad = int(np.flatnonzero((numbers < 1) | (numbers > MAX_ATOMIC_NUMBER))[0])
-        raise StructureError(
-            f"atom {bad} has atomic number {int(numbers[bad])}; allowed are 1..{MAX_ATOMIC_NUMBER}"
-        )
+    _check_numbers(numbers)
     positions = np.array(atoms.positions, dtype=np.float64)
     cell = np.array(atoms.cell.array, dtype=np.float64)
     pbc = np.array(atoms.pbc, dtype=bool)
@@ -141,6 +140,75 @@ def atoms_to_graph(atoms: Atoms, cutoff: float, *, min_distance: float | None = 
     if min_distance is not None:
         _check_min_distance(graph, float(cutoff), float(min_distance), distances)
     return graph
+
+
+def atoms_to_graphs(
+    atoms_list: Sequence[Atoms], cutoff: float, *, min_distance: float | None = None
+) -> list[AtomicGraph]:
+    """:func:`atoms_to_graph` of every structure, with one neighbour search for all the small ones.
+
+    Small fully periodic or non-periodic structures are searched together in C++
+    (:mod:`~gaunt_md.data.image_search`): the same edges as :func:`atoms_to_graph`, the senders of
+    one receiver possibly in another order. The others (and all of them without a C++ compiler)
+    go through :func:`atoms_to_graph` one by one. Raises what :func:`atoms_to_graph` raises; with
+    more than one structure the message starts with ``structure k:``.
+    """
+    atoms_list = list(atoms_list)
+    arrays = []
+    for k, atoms in enumerate(atoms_list):
+        if not isinstance(atoms, Atoms):
+            raise StructureError(f"structure {k} is a {type(atoms).__name__}, not ase.Atoms")
+        # copies: the graphs must not change when the caller edits the atoms afterwards
+        arrays.append((
+            np.array(atoms.numbers, dtype=np.int64),
+            np.array(atoms.positions, dtype=np.float64),
+            np.array(atoms.cell.array, dtype=np.float64),
+            np.array(atoms.pbc, dtype=bool),
+        ))
+    if not arrays:
+        return []
+    try:
+        cutoff_value = float(cutoff)
+    except (TypeError, ValueError):
+        cutoff_value = math.nan
+    if not (math.isfinite(cutoff_value) and cutoff_value > 0.0):
+        raise StructureError(f"cutoff must be a finite number > 0 (Å), got {cutoff!r}")
+    cutoff = cutoff_value
+    if min_distance is not None and not float(min_distance) >= 0.0:
+        raise StructureError(f"min_distance must be a number >= 0 (Å), got {min_distance!r}")
+    found = image_search.neighbor_lists(
+        [a[1] for a in arrays], np.stack([a[2] for a in arrays]), np.stack([a[3] for a in arrays]), cutoff
+    )
+    graphs = []
+    for k, ((numbers, positions, cell, pbc), edges) in enumerate(zip(arrays, found)):
+        try:
+            if edges is None:
+                graphs.append(atoms_to_graph(atoms_list[k], cutoff, min_distance=min_distance))
+                continue
+            _check_numbers(numbers)
+            edge_index, unit_shifts, distances = edges
+            graph = AtomicGraph._trusted(
+                numbers=numbers, positions=positions, cell=cell, pbc=pbc, edge_index=edge_index,
+                unit_shifts=unit_shifts,
+            )
+            if min_distance is not None and (
+                min_distance > cutoff or (len(distances) and distances.min() < min_distance)
+            ):
+                _check_min_distance(graph, cutoff, float(min_distance), distances)
+            graphs.append(graph)
+        except StructureError as error:
+            if len(atoms_list) == 1:
+                raise
+            raise StructureError(f"structure {k}: {error}") from None
+    return graphs
+
+
+def _check_numbers(numbers: np.ndarray) -> None:
+    if len(numbers) and (numbers.min() < 1 or numbers.max() > MAX_ATOMIC_NUMBER):
+        bad = int(np.flatnonzero((numbers < 1) | (numbers > MAX_ATOMIC_NUMBER))[0])
+        raise StructureError(
+            f"atom {bad} has atomic number {int(numbers[bad])}; allowed are 1..{MAX_ATOMIC_NUMBER}"
+        )
 
 
 def _check_min_distance(

@@ -20,7 +20,7 @@ import copy
 
 import torch
 
-from gaunt_md.model.kernels.build import available, load_error
+from gaunt_md.native.build import available, load_error
 from gaunt_md.model.kernels.edge_conv import tabulate_radial
 from gaunt_md.model.kernels.product_basis import supports
 

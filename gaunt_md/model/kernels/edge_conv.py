@@ -24,7 +24,7 @@ from typing import Optional
 import torch
 from torch.autograd.function import once_differentiable
 
-from gaunt_md.model.kernels.build import pointer, require_library, suffix
+from gaunt_md.native.build import pointer, require_library, suffix
 
 
 class _FusedEdgeConvolution(torch.autograd.Function):

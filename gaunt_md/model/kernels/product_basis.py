@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from gaunt_md.model.kernels.build import pointer, require_library, suffix
+from gaunt_md.native.build import pointer, require_library, suffix
 
 
 class _FusedProductBasis(torch.autograd.Function):

@@ -1,11 +1,16 @@
 """Compile the C++ kernels of ``csrc/`` on first use and load them with :mod:`ctypes`.
 
+``csrc/`` holds the model's fused inference kernels (``edge_conv.cpp``, ``product_basis.cpp``;
+Python side in :mod:`gaunt_md.model.kernels`) and the many-small-structures neighbour search
+(``neighbors.cpp``; :mod:`gaunt_md.data.image_search`). They share one library and this loader.
+
 The sources use a plain C ABI (no Python or torch headers), so one compiler call builds them in
 seconds. The library goes to a per-user cache (``$GAUNT_MD_CACHE/kernels`` or
 ``~/.cache/gaunt_md/kernels``), named by a hash of the sources, the flags, the compiler and the
 host CPU (``-march=native`` code is specific to it); concurrent builders write to a temporary
 file and rename it. OpenMP is the same ``libgomp`` torch uses (already loaded by ``import torch``).
-Without a compiler :func:`load_library` returns ``None`` and the model keeps its torch ops.
+Without a compiler :func:`load_library` returns ``None``; the model keeps its torch ops and the
+neighbour lists come from matscipy.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 SOURCES = tuple(sorted((Path(__file__).with_name("csrc")).glob("*.cpp")))
 HEADERS = tuple(sorted((Path(__file__).with_name("csrc")).glob("*.h")))  # hashed with the sources
-ABI_VERSION = 4
+ABI_VERSION = 5
 CXX_FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17"]
 
 _lock = threading.Lock()
@@ -87,6 +92,11 @@ def _declare(lib: ctypes.CDLL) -> None:
             fn.restype = None
         for fn in (pf, pb):
             fn.restype = c_int  # 0, or -1: shape beyond the kernel's limits
+    # neighbors.cpp: n_structures, ptr, x, cells, periodic, cutoff, ...
+    head = [i64, ptr, ptr, ptr, ptr, ctypes.c_double]
+    lib.gaunt_neighbors_count.argtypes = head + [ptr, c_int]  # counts, n_threads
+    lib.gaunt_neighbors_fill.argtypes = head + [ptr] * 5 + [c_int]  # offsets, sender, receiver, shifts, distances
+    lib.gaunt_neighbors_count.restype = lib.gaunt_neighbors_fill.restype = None
     lib.gaunt_kernels_abi_version.restype = c_int
 
 

@@ -17,7 +17,7 @@
 // dL/dR.
 //
 // Plain C ABI (loaded with ctypes): no Python or torch headers, compiles in seconds.
-// Built and loaded by gaunt_md/model/kernels/build.py; first derivatives only.
+// Built and loaded by gaunt_md/native/build.py; first derivatives only.
 
 #include <cstdint>
 #include <cstring>
