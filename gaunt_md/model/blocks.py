@@ -109,7 +109,8 @@ class EdgeConvolution(nn.Module):
         # fused CPU kernel (gaunt_md.model.kernels, switched on by kernels.enable): the non-zero part
         # of the coupling, S[e, a, k] = T_e[(deg k, a), k], and R laid out channels-last [E, (l3, l1), C]
         self.fused = False
-        self.register_buffer("radial_table", torch.zeros(0), persistent=False)  # [n, 4, (l3, l1) C] or empty
+        self.folded = False  # radial_table holds the first layer's folded weights (kernels.enable)
+        self.register_buffer("radial_table", torch.zeros(0), persistent=False)  # [n, 4, (S) (l3, l1) C] or empty
         self.radial_dx = 1.0
         self.register_buffer(
             "coupling_sparse", g.permute(1, 0, 2).reshape(k_edge, k_in * k_edge).contiguous(), persistent=False
@@ -171,6 +172,25 @@ class EdgeConvolution(nn.Module):
             )
         r = self.radial(edge_basis, self.fused_columns).view(n_edges, -1, self.c)  # [E, (l3, l1), C]
         return fused_edge_convolution(h, s, edge_index, self.deg_in, self.deg_out, radial=r, scale=self.norm)
+
+
+    @torch.jit.unused
+    def folded_message(
+        self, species: torch.Tensor, edge_index: torch.Tensor, edge_sh: torch.Tensor, edge_lengths: torch.Tensor
+    ) -> torch.Tensor:
+        """``linear_message(conv(linear_up(embedding[species])))`` of the first layer, ``[K_A, N, C]``,
+        from the table :func:`gaunt_md.model.kernels.enable` folded the three maps into (one set of
+        radial weights per sender species; the features are then ones)."""
+        from gaunt_md.model.kernels.edge_conv import fused_edge_convolution
+
+        _check_frozen(self)
+        n_edges = edge_sh.shape[0]
+        s = torch.matmul(edge_sh, self.coupling_sparse).view(n_edges, 1, self.k_edge)  # [E, 1, K_A]
+        ones = torch.ones(1, species.shape[0], self.c, dtype=edge_sh.dtype)
+        return fused_edge_convolution(
+            ones, s, edge_index, self.deg_in, self.deg_out,
+            table=self.radial_table, lengths=edge_lengths, dx=self.radial_dx, scale=self.norm, species=species,
+        )
 
 
 def _check_frozen(module: nn.Module) -> None:
@@ -271,8 +291,11 @@ class InteractionLayer(nn.Module):
         edge_basis: torch.Tensor,
         edge_lengths: torch.Tensor,
     ) -> torch.Tensor:
-        a = self.conv(self.linear_up(h), edge_index, edge_sh, edge_basis, edge_lengths)  # [K_A, N, C]
-        b = self.product(self.linear_message(a), species)  # [K_out, N, C]
+        if self.conv.folded and not torch.jit.is_scripting() and h.device.type == "cpu":
+            a = self.conv.folded_message(species, edge_index, edge_sh, edge_lengths)  # first layer, kernels
+        else:
+            a = self.linear_message(self.conv(self.linear_up(h), edge_index, edge_sh, edge_basis, edge_lengths))
+        b = self.product(a, species)  # [K_out, N, C]
         out = self.linear_out(b)
         skip = self.skip(h[: self.k_skip], species)
         if self.k_skip == out.shape[0]:

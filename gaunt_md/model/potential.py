@@ -69,6 +69,9 @@ class GauntPotential(nn.Module):
             l_in = l_out
         self.layers = nn.ModuleList(layers)
         self.readouts = nn.ModuleList(readouts)
+        # every layer reads its radial weights from a table on CPU (gaunt_md.model.kernels.enable):
+        # the radial basis is then not needed there
+        self.radial_tabulated = False
 
     def species_index(self, numbers: torch.Tensor) -> torch.Tensor:
         """Map atomic numbers ``[N]`` to species indices (``-1`` where the model has no such element)."""
@@ -84,7 +87,10 @@ class GauntPotential(nn.Module):
         species = self.species_index(numbers)  # [N]
         lengths = torch.linalg.norm(edge_vectors, dim=-1)  # [E]
         edge_sh = self.edge_harmonics(edge_vectors)  # [E, K_A]
-        edge_basis = self.radial_basis(lengths)  # [E, n_basis]
+        if self.radial_tabulated and not torch.jit.is_scripting() and lengths.device.type == "cpu":
+            edge_basis = lengths.new_zeros(0)  # unused: the kernels read tables of the radial MLPs
+        else:
+            edge_basis = self.radial_basis(lengths)  # [E, n_basis]
         h = self.embedding.index_select(0, species).unsqueeze(0)  # [1, N, C]: degree-major features
         node_energy = torch.zeros(numbers.shape[0], dtype=edge_vectors.dtype, device=edge_vectors.device)
         for layer, readout in zip(self.layers, self.readouts):

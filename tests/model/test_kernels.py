@@ -229,6 +229,47 @@ def test_tabulated_radial_weights_of_shipped_models(name):
     assert (out["forces"] - ref["forces"]).abs().max() < 1e-6 * ref["forces"].abs().max()
 
 
+@pytest.mark.parametrize("shuffle_edges", [False, True])
+def test_first_layer_folding_changes_nothing_but_rounding(tiny_model_path, shuffle_edges):
+    """Species embedding and the two linear maps around the first convolution folded into its
+    table (one set of columns per sender species) give the unfolded tables' numbers."""
+    structures = _awkward_batch(5.0)  # H, C, O, Si, Cu: every sender species of the tiny model
+    out = {}
+    for fold in (False, True):
+        model, _ = load_checkpoint(tiny_model_path, dtype=torch.float64)
+        model.requires_grad_(False)
+        assert kernels.enable(model, fold_first_layer=fold)
+        assert [layer.conv.folded for layer in model.layers] == [fold] + [False] * (len(model.layers) - 1)
+        n_species = model.embedding.shape[0]
+        assert model.layers[0].conv.radial_table.shape[2] == (n_species if fold else 1) * model.layers[0].conv.fused_columns.numel()
+        out[fold] = _evaluate(model, structures, shuffle_edges)
+    for key in out[False]:
+        torch.testing.assert_close(out[True][key], out[False][key], rtol=1e-11, atol=1e-11)
+    assert out[False]["forces"].abs().max() > 1e-3
+
+
+def test_species_tables_are_checked():
+    gen = torch.Generator().manual_seed(5)
+    edge_index, h, coupling, deg_in, deg_out = _conv_inputs(gen, l_in=0)
+    cols = 4 * 3  # (L_A+1)(l_in+1) C
+    table = torch.randn(8, 4, 2 * cols, generator=gen, dtype=torch.float64)
+    lengths = torch.rand(coupling.shape[0], generator=gen, dtype=torch.float64)
+    species = torch.tensor([0, 1, 1, 0, 2])
+    with pytest.raises(ValueError, match="outside the table's 2 sets"):
+        fused_edge_convolution(h, coupling, edge_index, deg_in, deg_out, table=table, lengths=lengths, species=species)
+    with pytest.raises(ValueError, match="one set of"):
+        fused_edge_convolution(h, coupling, edge_index, deg_in, deg_out, table=table[:, :, :-1], lengths=lengths,
+                               species=species.clamp(max=1))
+    # each node's species picks its own columns: the same as a one-species table per sender
+    species = species.clamp(max=1)
+    both = fused_edge_convolution(h, coupling, edge_index, deg_in, deg_out, table=table, lengths=lengths, species=species)
+    for z in (0, 1):
+        mine = fused_edge_convolution(h * (species == z).to(h.dtype)[None, :, None], coupling, edge_index, deg_in,
+                                      deg_out, table=table[:, :, z * cols:(z + 1) * cols].contiguous(), lengths=lengths)
+        both = both - mine
+    assert both.abs().max() < 1e-12
+
+
 def test_float32_tables_keep_float32_accuracy(tiny_model_path):
     """Polynomial coefficients, not knot values: the force of a float32 table loses no digits."""
     structures = [bulk("Si", "diamond", a=5.43, cubic=True)]

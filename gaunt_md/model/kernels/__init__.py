@@ -24,12 +24,19 @@ from gaunt_md.native.build import available, load_error
 from gaunt_md.model.kernels.edge_conv import tabulate_radial
 from gaunt_md.model.kernels.product_basis import supports
 
-__all__ = ["DEFAULT_RADIAL_INTERVALS", "available", "disable", "enable", "load_error"]
+__all__ = ["DEFAULT_RADIAL_INTERVALS", "MAX_FOLDED_TABLE_BYTES", "available", "disable", "enable", "load_error"]
 
 DEFAULT_RADIAL_INTERVALS = 2048
 
 
-def enable(potential: torch.nn.Module, radial_intervals: int = DEFAULT_RADIAL_INTERVALS) -> bool:
+#: Largest first-layer table (bytes) that :func:`enable` folds the species in (one set of
+#: columns per species; 2048 intervals, 6 species, 32 channels, float64: 50 MB).
+MAX_FOLDED_TABLE_BYTES = 256 * 2**20
+
+
+def enable(
+    potential: torch.nn.Module, radial_intervals: int = DEFAULT_RADIAL_INTERVALS, fold_first_layer: bool = True
+) -> bool:
     """Run ``potential`` through the fused kernels on CPU; ``True`` if they could be built.
 
     ``radial_intervals > 0`` also replaces each layer's radial MLP by its cubic Hermite table on
@@ -39,6 +46,15 @@ def enable(potential: torch.nn.Module, radial_intervals: int = DEFAULT_RADIAL_IN
     weights must be frozen (``requires_grad_(False)``): the tables are a snapshot of them. Call it
     after the last ``.to(dtype)``. Changes only this model instance, and only its eager CPU
     forward (TorchScript and CUDA keep the torch ops).
+
+    ``fold_first_layer`` (with tables): the first layer's node features are the species
+    embedding, so everything between it and the product basis is linear in the radial weights
+    with species-only factors: ``linear_message(conv(linear_up(W_z)))`` has the radial weights
+    ``R'_{z,l}(r) = sum_c R_{l,c}(r) linear_up(W_z)_c M_{l,c,c'}`` (``M`` the message linear
+    map), one set per sender species ``z``. They are tabulated instead of ``R``, and the layer
+    skips its two per-degree linear maps (the largest matmuls of the model: ``[16, N, C] x
+    [C, C]`` forward and backward). Not done when the table would exceed
+    :data:`MAX_FOLDED_TABLE_BYTES`.
     """
     if radial_intervals < 0:
         raise ValueError(f"radial_intervals must be >= 0, got {radial_intervals}")
@@ -46,28 +62,56 @@ def enable(potential: torch.nn.Module, radial_intervals: int = DEFAULT_RADIAL_IN
         return False
     dtype = potential.embedding.dtype
     basis = copy.deepcopy(potential.radial_basis).to(torch.float64)
-    for layer in potential.layers:
+    for t, layer in enumerate(potential.layers):
         conv = layer.conv
+        conv.folded = False
         if radial_intervals > 0:
             mlp = copy.deepcopy(conv.radial).to(torch.float64)
 
             def radial_function(r: torch.Tensor, mlp=mlp, columns=conv.fused_columns) -> torch.Tensor:
                 return mlp(basis(r), columns)
 
+            n_species = potential.embedding.shape[0]
+            folded_bytes = radial_intervals * 4 * n_species * conv.fused_columns.numel() * potential.embedding.element_size()
+            if t == 0 and conv.l_in == 0 and fold_first_layer and folded_bytes <= MAX_FOLDED_TABLE_BYTES:
+                radial_function = _folded_radial(radial_function, potential, layer)
+                conv.folded = True
             table = tabulate_radial(radial_function, potential.cutoff, radial_intervals, dtype)
             conv.radial_table = table.to(conv.coupling_sparse.device)
             conv.radial_dx = potential.cutoff / radial_intervals
         else:
             conv.radial_table = torch.zeros(0, dtype=dtype, device=conv.coupling_sparse.device)
         conv.fused = True
+        potential.radial_tabulated = radial_intervals > 0
         product = layer.product
         product.fused = supports(product.powers.k, product.degree_starts.numel() - 1, product.weight.shape[2])
     return True
 
 
+def _folded_radial(radial_function, potential: torch.nn.Module, layer: torch.nn.Module):
+    """``r -> R'[r, (z, l3, c')]``, the first layer's radial weights with the species embedding and
+    the linear maps before and after the convolution folded in (see :func:`enable`), float64."""
+    with torch.no_grad():
+        embedding = potential.embedding.detach().to(torch.float64)  # [S, C]
+        up = copy.deepcopy(layer.linear_up).to(torch.float64)
+        h_up = up(embedding.unsqueeze(0))[0]  # [S, C]: the first layer's features, per species
+        message = layer.linear_message
+        w = message.weight.detach().to(torch.float64) * message.scale  # [L_A+1, C, C']
+    n_species, channels = h_up.shape
+
+    def folded(r: torch.Tensor) -> torch.Tensor:
+        radial = radial_function(r).view(r.shape[0], 1, -1, channels)  # [M, 1, (l3, l1 = 0), C]
+        x = radial * h_up.view(1, n_species, 1, channels)  # [M, S, L_A+1, C]
+        return torch.einsum("mslc,lcd->msld", x, w).reshape(r.shape[0], -1)  # [M, (S, L_A+1, C')]
+
+    return folded
+
+
 def disable(potential: torch.nn.Module) -> None:
     """Back to the torch ops (radial MLP, no tables)."""
+    potential.radial_tabulated = False
     for layer in potential.layers:
         layer.conv.fused = False
+        layer.conv.folded = False
         layer.conv.radial_table = layer.conv.radial_table.new_zeros(0)
         layer.product.fused = False

@@ -28,20 +28,22 @@ from gaunt_md.native.build import pointer, require_library, suffix
 
 
 class _FusedEdgeConvolution(torch.autograd.Function):
-    """Inputs: ``radial [E, P, C]`` or ``None``; ``table [n, 4, P C]`` and ``lengths [E]`` or ``None``."""
+    """Inputs: ``radial [E, P, C]`` or ``None``; ``table [n, 4, (S) P C]`` and ``lengths [E]`` or
+    ``None``; ``species [N]`` with a table of one set of columns per sender species, else ``None``."""
 
     @staticmethod
-    def forward(ctx, radial, table, lengths, h, coupling, src, rowptr, deg_in, deg_out, dx, l_out1, l_in1, scale):  # type: ignore[override]
+    def forward(ctx, radial, table, lengths, h, coupling, src, rowptr, deg_in, deg_out, dx, l_out1, l_in1, scale, species):  # type: ignore[override]
         lib = require_library()
         n_edges, n_nodes = src.shape[0], h.shape[1]
         k_in, channels, k_out = h.shape[0], h.shape[2], coupling.shape[2]
         shape = (n_edges, n_nodes, channels, k_in, k_out, l_out1, l_in1)
-        n_intervals = 0 if table is None else table.shape[0]
-        head = (*shape, pointer(radial), pointer(table), 1.0 / dx, n_intervals, pointer(lengths), pointer(h), pointer(coupling),
-                pointer(src), pointer(rowptr), pointer(deg_in), pointer(deg_out), float(scale))
+        n_intervals, width = (0, 0) if table is None else (table.shape[0], table.shape[2])
+        head = (*shape, pointer(radial), pointer(table), 1.0 / dx, n_intervals, width, pointer(species),
+                pointer(lengths), pointer(h), pointer(coupling), pointer(src), pointer(rowptr), pointer(deg_in),
+                pointer(deg_out), float(scale))
         out = torch.empty((k_out, n_nodes, channels), dtype=h.dtype)
         getattr(lib, f"gaunt_edge_conv_forward_{suffix(h.dtype)}")(*head, pointer(out), torch.get_num_threads())
-        ctx.save_for_backward(radial, table, lengths, h, coupling, src, rowptr, deg_in, deg_out)
+        ctx.save_for_backward(radial, table, lengths, h, coupling, src, rowptr, deg_in, deg_out, species)
         ctx.head = head
         return out
 
@@ -63,7 +65,7 @@ class _FusedEdgeConvolution(torch.autograd.Function):
         )
         grad_h = grad_h_work.sum(0) if grad_h_work is not None else None
         grads = (grad_radial, None, grad_lengths, grad_h, grad_coupling)
-        return grads + (None,) * 8
+        return grads + (None,) * 9
 
 
 def fused_edge_convolution(
@@ -77,16 +79,24 @@ def fused_edge_convolution(
     lengths: Optional[torch.Tensor] = None,  # [E] Å, with table
     dx: float = 1.0,  # knot spacing of table (Å)
     scale: float = 1.0,  # multiplies A
+    species: Optional[torch.Tensor] = None,  # [N] int64, with a table of S sets of columns
 ) -> torch.Tensor:
     """``A [K_A, N, C]`` (degree-major), differentiable once in ``radial`` (or ``lengths``), ``h``, ``coupling``.
 
     Give the radial weights either directly (``radial``) or as a table over distance
-    (``table``, ``lengths``, ``dx``).
+    (``table``, ``lengths``, ``dx``). A table of width ``S (L_A+1)(l_in+1) C`` holds one set of
+    columns per sender species; ``species`` (per node, ``0..S-1``) then picks the sender's.
     """
     if (radial is None) == (table is None):
         raise ValueError("give exactly one of radial= and table=")
     if table is not None and lengths is None:
         raise ValueError("table= needs lengths=")
+    if species is not None:
+        cols = math.isqrt(deg_out.numel()) * math.isqrt(deg_in.numel()) * h.shape[2]
+        if table is None or table.shape[2] % cols != 0:
+            raise ValueError("species= needs a table= of one set of (L_A+1)(l_in+1) C columns per species")
+        if species.numel() and not 0 <= int(species.min()) <= int(species.max()) < table.shape[2] // cols:
+            raise ValueError(f"species outside the table's {table.shape[2] // cols} sets of columns")
     src, dst = edge_index[0], edge_index[1]
     n_nodes = h.shape[1]
     if dst.numel() > 1 and not bool((dst[1:] >= dst[:-1]).all()):
@@ -106,6 +116,7 @@ def fused_edge_convolution(
     return _FusedEdgeConvolution.apply(
         prepared(radial), prepared(table), prepared(lengths), h.contiguous(), coupling.contiguous(),
         src.contiguous(), rowptr, deg_in.contiguous(), deg_out.contiguous(), float(dx), l_out1, l_in1, float(scale),
+        None if species is None else species.to(torch.int64).contiguous(),
     )
 
 

@@ -37,39 +37,47 @@ struct Shape {
 // interval: R(r) = c0 + c1 t + c2 t^2 + c3 t^3, t = r / dx - k in interval k. (Coefficients rather
 // than knot values and slopes: the derivative then has no cancellation of nearly equal numbers,
 // which costs float32 tables four digits.)
+//
+// With `species` (one index per node), the table holds one set of columns per sender species,
+// [n_intervals, 4, n_species * cols], and an edge reads those of the species of its sender: the
+// first layer's radial weights with the species embedding and the two linear maps around the
+// convolution folded in (gaunt_md.model.kernels.enable).
 template <typename T>
 struct Table {
     const T* data;  // [n_intervals, 4, width]
     T inv_dx;
-    int64_t n_intervals, width;
+    int64_t n_intervals, width;  // width: row length, cols per species times the species
+    int64_t cols;                // the (l3, l1) C columns an edge reads
+    const int64_t* species;      // [N] or NULL (one set of columns)
 
-    // interval and position in it for distance r (clamped to the table)
-    inline const T* locate(T r, T& t) const {
+    // coefficients of the interval of distance r (clamped to the table) for sender j, and the
+    // position t in it
+    inline const T* locate(T r, int64_t j, T& t) const {
         T x = r * inv_dx;
         if (x < T(0)) x = T(0);
         int64_t k = static_cast<int64_t>(x);
         if (k >= n_intervals) k = n_intervals - 1;
         t = x - static_cast<T>(k);
         if (t > T(1)) t = T(1);
-        return data + k * 4 * width;
+        return data + k * 4 * width + (species ? species[j] * cols : 0);
     }
-    // R(r) into out[width]
-    void value(T r, T* out) const {
+    // R(r) into out[cols]
+    void value(T r, int64_t j, T* out) const {
         T t;
-        const T* c0 = locate(r, t);
+        const T* c0 = locate(r, j, t);
         const T *c1 = c0 + width, *c2 = c1 + width, *c3 = c2 + width;
 #pragma omp simd
-        for (int64_t c = 0; c < width; ++c) out[c] = c0[c] + t * (c1[c] + t * (c2[c] + t * c3[c]));
+        for (int64_t c = 0; c < cols; ++c) out[c] = c0[c] + t * (c1[c] + t * (c2[c] + t * c3[c]));
     }
     // sum_c g[c] dR_c/dr
-    T dot_derivative(T r, const T* g) const {
+    T dot_derivative(T r, int64_t j, const T* g) const {
         T t;
-        const T* c0 = locate(r, t);
+        const T* c0 = locate(r, j, t);
         const T *c1 = c0 + width, *c2 = c1 + width, *c3 = c2 + width;
         const T two_t = 2 * t, three_t2 = 3 * t * t;
         T acc = T(0);
 #pragma omp simd reduction(+ : acc)
-        for (int64_t c = 0; c < width; ++c) acc += g[c] * (c1[c] + two_t * c2[c] + three_t2 * c3[c]);
+        for (int64_t c = 0; c < cols; ++c) acc += g[c] * (c1[c] + two_t * c2[c] + three_t2 * c3[c]);
         return acc * inv_dx;
     }
     // one vector of R and of dR/dt at column `at` of the interval whose coefficients start at c0
@@ -108,7 +116,7 @@ void forward(const Shape& s, const T* R, const Table<T>& table, const T* lengths
             for (int64_t e = rowptr[i]; e < rowptr[i + 1]; ++e) {
                 const T* hj = h + src[e] * C;
                 const T* Re = R ? R + e * paths * C : r_buf.data();
-                if (table.data) table.value(lengths[e], r_buf.data());
+                if (table.data) table.value(lengths[e], src[e], r_buf.data());
                 const T* Se = S + e * K_in * K_out;
                 for (int64_t l3 = 0; l3 < s.l_out1; ++l3)
                     for (int64_t a = 0; a < K_in; ++a) {
@@ -168,7 +176,7 @@ void backward(const Shape& s, const T* R, const Table<T>& table, const T* length
                 const int64_t j = src[e];
                 const T* hj = h + j * C;
                 const T* Re = R ? R + e * paths * C : r_buf.data();
-                if (table.data) table.value(lengths[e], r_buf.data());
+                if (table.data) table.value(lengths[e], j, r_buf.data());
                 const T* Se = S + e * K_in * K_out;
                 T* gRe = table.data ? gr_buf.data() : gR + e * paths * C;
                 T* gSe = gS + e * K_in * K_out;
@@ -219,7 +227,7 @@ void backward(const Shape& s, const T* R, const Table<T>& table, const T* length
                             for (int64_t c = 0; c < C; ++c) gha[c] += gxa[c] * r[c];
                         }
                     }
-                if (table.data) g_lengths[e] = table.dot_derivative(lengths[e], gRe);
+                if (table.data) g_lengths[e] = table.dot_derivative(lengths[e], j, gRe);
             }
         }
     }
@@ -240,15 +248,15 @@ constexpr int degree_of(int a) { return a < 1 ? 0 : a < 4 ? 1 : a < 9 ? 2 : 3; }
 
 // radial weights of one edge for the channels [off, off + lanes) of every path p = (l3, l1)
 template <typename T, int P>
-inline void radial_block(const T* R, const Table<T>& table, const T* lengths, int64_t e, int64_t C, int64_t off,
-                         V<T>* r) {
+inline void radial_block(const T* R, const Table<T>& table, const T* lengths, int64_t e, int64_t j, int64_t C,
+                         int64_t off, V<T>* r) {
     const int64_t PC = P * C;
     if (R) {
         for (int p = 0; p < P; ++p) r[p] = gaunt_simd::load(R + e * PC + p * C + off);
         return;
     }
     T t;
-    const T* c0 = table.locate(lengths[e], t);
+    const T* c0 = table.locate(lengths[e], j, t);
     for (int p = 0; p < P; ++p) r[p] = table.value_at(c0, p * C + off, t);
 }
 
@@ -267,7 +275,7 @@ void forward_fast(const Shape& s, const T* R, const Table<T>& table, const T* le
                 const T* hj = h + src[e] * C + off;
                 const T* Se = S + e * (KI * KO);
                 V<T> r[P], hv[KI];
-                radial_block<T, P>(R, table, lengths, e, C, off, r);
+                radial_block<T, P>(R, table, lengths, e, src[e], C, off, r);
                 for (int a = 0; a < KI; ++a) hv[a] = gaunt_simd::load(hj + a * NC);
                 for (int l3 = 0; l3 < LO1; ++l3) {
                     V<T> x[KI];
@@ -308,7 +316,7 @@ void backward_fast(const Shape& s, const T* R, const Table<T>& table, const T* l
                 const T* Se = S + e * (KI * KO);
                 T* gSe = gS + e * (KI * KO);
                 T t = T(0);
-                const T* c0 = table.data ? table.locate(lengths[e], t) : nullptr;
+                const T* c0 = table.data ? table.locate(lengths[e], j, t) : nullptr;
                 for (int p = 0; p < P; ++p)
                     for (int64_t b = 0; b < NB; ++b) {
                         const int64_t at = p * C + b * W;
@@ -414,25 +422,27 @@ void backward_any(const Shape& s, const T* R, const Table<T>& table, const T* le
 extern "C" {
 
 // h [K_in, N, C], A [K_out, N, C], S [E, K_in, K_out]; R: [E, (l3, l1), C], or NULL: then table
-// [n_intervals, 4, (l3, l1) C] and lengths [E] are used. gh_work [threads, K_in, N, C] or NULL.
+// [n_intervals, 4, table_width] and lengths [E] are used, table_width = (l3, l1) C, or that times
+// the species with species [N] (else NULL). gh_work [threads, K_in, N, C] or NULL.
 #define GAUNT_DEFINE(SUFFIX, T)                                                                              \
     void gaunt_edge_conv_forward_##SUFFIX(                                                                   \
         int64_t n_edges, int64_t n_nodes, int64_t channels, int64_t k_in, int64_t k_out, int64_t l_out1,     \
-        int64_t l_in1, const T* R, const T* table_data, T inv_dx, int64_t n_intervals, const T* lengths,     \
-        const T* h, const T* S, const int64_t* src, const int64_t* rowptr, const int64_t* deg_in,            \
-        const int64_t* deg_out, double scale, T* A, int n_threads) {                                         \
+        int64_t l_in1, const T* R, const T* table_data, T inv_dx, int64_t n_intervals, int64_t table_width,  \
+        const int64_t* species, const T* lengths, const T* h, const T* S, const int64_t* src,                \
+        const int64_t* rowptr, const int64_t* deg_in, const int64_t* deg_out, double scale, T* A,            \
+        int n_threads) {                                                                                     \
         Shape s{n_edges, n_nodes, channels, k_in, k_out, l_out1, l_in1, scale};                              \
-        Table<T> table{table_data, inv_dx, n_intervals, l_out1 * l_in1 * channels};                          \
+        Table<T> table{table_data, inv_dx, n_intervals, table_width, l_out1 * l_in1 * channels, species};    \
         forward_any<T>(s, R, table, lengths, h, S, src, rowptr, deg_in, deg_out, A, n_threads);              \
     }                                                                                                        \
     void gaunt_edge_conv_backward_##SUFFIX(                                                                  \
         int64_t n_edges, int64_t n_nodes, int64_t channels, int64_t k_in, int64_t k_out, int64_t l_out1,     \
-        int64_t l_in1, const T* R, const T* table_data, T inv_dx, int64_t n_intervals, const T* lengths,     \
-        const T* h, const T* S, const int64_t* src, const int64_t* rowptr, const int64_t* deg_in,            \
-        const int64_t* deg_out, double scale, const T* gA, T* gR, T* g_lengths, T* gS, T* gh_work,          \
-        int n_threads) {                                                                                     \
+        int64_t l_in1, const T* R, const T* table_data, T inv_dx, int64_t n_intervals, int64_t table_width,  \
+        const int64_t* species, const T* lengths, const T* h, const T* S, const int64_t* src,                \
+        const int64_t* rowptr, const int64_t* deg_in, const int64_t* deg_out, double scale, const T* gA,     \
+        T* gR, T* g_lengths, T* gS, T* gh_work, int n_threads) {                                             \
         Shape s{n_edges, n_nodes, channels, k_in, k_out, l_out1, l_in1, scale};                              \
-        Table<T> table{table_data, inv_dx, n_intervals, l_out1 * l_in1 * channels};                          \
+        Table<T> table{table_data, inv_dx, n_intervals, table_width, l_out1 * l_in1 * channels, species};    \
         backward_any<T>(s, R, table, lengths, h, S, src, rowptr, deg_in, deg_out, gA, gR, g_lengths, gS,     \
                         gh_work, n_threads);                                                                 \
     }
