@@ -227,9 +227,12 @@ class GauntProductBasis(nn.Module):
         self.register_buffer("inv_std", 1.0 / _power_stds(l_in, nu_max, l_out, self.powers))  # [nu, K_out]
         self.weight = nn.Parameter(torch.randn(num_species, num_channels, nu_max, l_out + 1) / math.sqrt(nu_max))
         self.register_buffer("degree", degree_of_index(l_out), persistent=False)
-        # the C++ kernel of gaunt_md.model.kernels (eager CPU inference)
+        # the C++ kernel of gaunt_md.model.kernels (eager CPU inference), with the synthesis and
+        # projection tables of the smallest exact grid (set by kernels.enable)
         self.fused = False
         self.register_buffer("degree_starts", torch.tensor([l * l for l in range(l_out + 1)]), persistent=False)
+        self.register_buffer("fused_synthesis", torch.zeros(0), persistent=False)  # [K_in, G]
+        self.register_buffer("fused_projection", torch.zeros(0), persistent=False)  # [K_out, G], weights in
 
     def forward(self, a: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         """``a [K_in, N, C]`` -> ``B [K_out, N, C]``."""
@@ -250,9 +253,11 @@ class GauntProductBasis(nn.Module):
         inv_std = self.inv_std.index_select(1, self.degree_starts)  # [nu, L_out+1]: constant within a degree
         w = (self.weight * inv_std).permute(2, 3, 0, 1).contiguous()  # [nu, L_out+1, S, C]
         coef = w.index_select(2, species)  # [nu, L_out+1, N, C]: rows (node, channel) last, like a
+        synthesis, projection = self.fused_synthesis, self.fused_projection
+        if synthesis.numel() == 0:
+            synthesis, projection = self.powers.t.table, self.powers.t_out.table_w
         out = fused_product_basis(
-            a.reshape(k, n * c), coef.reshape(coef.shape[0], coef.shape[1], n * c),
-            self.powers.t.table, self.powers.t_out.table_w,
+            a.reshape(k, n * c), coef.reshape(coef.shape[0], coef.shape[1], n * c), synthesis, projection
         )
         return out.view(-1, n, c)  # [K_out, N, C]
 

@@ -28,6 +28,7 @@ from gaunt_md.model.derivatives import ForceField, edge_vectors
 from gaunt_md.model.kernels.edge_conv import fused_edge_convolution, tabulate_radial
 from gaunt_md.model.kernels.product_basis import fused_product_basis
 from gaunt_md.potentials import available_models, resolve_model
+from gaunt_md.so3 import smallest_exact_grid
 
 pytestmark = pytest.mark.skipif(
     not (os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")), reason="no C++ compiler"
@@ -177,6 +178,10 @@ def test_fused_model_matches_torch_ops_exactly(tiny_model_path, shuffle_edges):
     structures = _awkward_batch(model.cutoff)
     ref = _evaluate(model, structures)
     assert kernels.enable(model, radial_intervals=0)
+    for layer in model.layers:  # the kernels' grid: the smallest exact one (Lebedev where SciPy has it)
+        powers = layer.product.powers
+        grid = smallest_exact_grid(powers.nu_max * powers.l_max + powers.l_out_max)
+        assert layer.product.fused_synthesis.shape[1] == grid.size <= layer.product.powers.t.grid_size
     out = _evaluate(model, structures, shuffle_edges)
     for key in ref:
         torch.testing.assert_close(out[key], ref[key], rtol=1e-12, atol=1e-12)

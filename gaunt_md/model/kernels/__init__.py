@@ -20,9 +20,10 @@ import copy
 
 import torch
 
-from gaunt_md.native.build import available, load_error
 from gaunt_md.model.kernels.edge_conv import tabulate_radial
 from gaunt_md.model.kernels.product_basis import supports
+from gaunt_md.native.build import available, load_error
+from gaunt_md.so3.grid import smallest_exact_grid
 
 __all__ = ["DEFAULT_RADIAL_INTERVALS", "MAX_FOLDED_TABLE_BYTES", "available", "disable", "enable", "load_error"]
 
@@ -46,6 +47,8 @@ def enable(
     weights must be frozen (``requires_grad_(False)``): the tables are a snapshot of them. Call it
     after the last ``.to(dtype)``. Changes only this model instance, and only its eager CPU
     forward (TorchScript and CUDA keep the torch ops).
+
+    The product bases run on the exact grid with the fewest points (:func:`_grid_tables`).
 
     ``fold_first_layer`` (with tables): the first layer's node features are the species
     embedding, so everything between it and the product basis is linear in the radial weights
@@ -85,7 +88,22 @@ def enable(
         potential.radial_tabulated = radial_intervals > 0
         product = layer.product
         product.fused = supports(product.powers.k, product.degree_starts.numel() - 1, product.weight.shape[2])
+        if product.fused:
+            product.fused_synthesis, product.fused_projection = _grid_tables(product.powers)
     return True
+
+
+def _grid_tables(powers: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """Synthesis ``[K_in, G]`` and weighted projection ``[K_out, G]`` tables of the grid with the
+    fewest points that is exact for ``powers`` (a Lebedev rule where SciPy has them: 50 and 38
+    points for the shipped models' two layers, against 66 and 50 of the module's Gauss-Legendre
+    grids). Every exact grid gives the same product basis, up to rounding."""
+    grid = smallest_exact_grid(powers.nu_max * powers.l_max + powers.l_out_max)
+    dtype, device = powers.t.table.dtype, powers.t.table.device
+    y = torch.from_numpy(grid.harmonics(max(powers.l_max, powers.l_out_max))).T  # [K, G] float64
+    synthesis = y[: powers.k].contiguous()
+    projection = (y[: powers.k_out] * torch.from_numpy(grid.weights)).contiguous()
+    return synthesis.to(dtype=dtype, device=device), projection.to(dtype=dtype, device=device)
 
 
 def _folded_radial(radial_function, potential: torch.nn.Module, layer: torch.nn.Module):
@@ -113,5 +131,7 @@ def disable(potential: torch.nn.Module) -> None:
     for layer in potential.layers:
         layer.conv.fused = False
         layer.conv.folded = False
+        layer.product.fused_synthesis = layer.product.fused_synthesis.new_zeros(0)
+        layer.product.fused_projection = layer.product.fused_projection.new_zeros(0)
         layer.conv.radial_table = layer.conv.radial_table.new_zeros(0)
         layer.product.fused = False
