@@ -21,7 +21,6 @@ import torch
 from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 from ase.data import chemical_symbols
-from ase.stress import full_3x3_to_voigt_6_stress
 
 from gaunt_md.data.batch import chunk, collate
 from gaunt_md.data.graph import atoms_to_graphs
@@ -61,6 +60,9 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     if dtype in _DTYPES:
         return _DTYPES[dtype]
     raise DeviceError(f"unsupported dtype {dtype!r}; use 'float32' or 'float64'")
+
+#: Voigt order xx, yy, zz, yz, xz, xy as (row, column) index arrays into a 3 x 3 tensor.
+_VOIGT_ROWS, _VOIGT_COLS = np.array([0, 1, 2, 1, 0, 0]), np.array([0, 1, 2, 2, 2, 1])
 
 
 class GauntCalculator(Calculator):
@@ -226,7 +228,12 @@ class GauntCalculator(Calculator):
             energy = out["energy"].detach().double().cpu().numpy()
             node_energy = out["node_energy"].detach().double().cpu().numpy()
             forces = out["forces"].detach().double().cpu().numpy()
-            virial = out["virial"].detach().double().cpu().numpy() if want_stress else None
+            stress = None
+            if want_stress:  # Voigt xx yy zz yz xz xy of the symmetric -virial / V, all structures at once
+                virial = out["virial"].detach().double().cpu().numpy()
+                volume = np.abs(np.linalg.det(np.stack([graphs[i].cell for i in group])))
+                with np.errstate(divide="ignore", invalid="ignore"):  # non-periodic cells: no stress anyway
+                    stress = -virial[:, _VOIGT_ROWS, _VOIGT_COLS] / volume[:, None]
             for local, i in enumerate(group):
                 a, b = ptr[local], ptr[local + 1]
                 res = {
@@ -235,9 +242,8 @@ class GauntCalculator(Calculator):
                     "energies": node_energy[a:b].copy(),
                     "forces": forces[a:b].copy(),
                 }
-                if virial is not None and graphs[i].pbc.all():
-                    volume = abs(np.linalg.det(graphs[i].cell))
-                    res["stress"] = full_3x3_to_voigt_6_stress(-virial[local] / volume)
+                if stress is not None and graphs[i].pbc.all():
+                    res["stress"] = stress[local].copy()
                 results[i] = res
             if bar is not None:
                 bar.update(len(group))
