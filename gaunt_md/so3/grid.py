@@ -17,7 +17,8 @@ polynomial of degree ``<= D`` in ``cos(beta)``, so the grid is exact iff
 One point fewer in either direction gives O(1) errors, not a crash; :func:`exact_grid_size`
 computes the minimum and :func:`check_grid` refuses a smaller grid unless told otherwise.
 
-**Lebedev** (:class:`LebedevGrid`, points and weights from ``scipy.integrate.lebedev_rule``,
+**Lebedev** (:class:`LebedevGrid`, the points and weights of ``scipy.integrate.lebedev_rule``:
+orders up to 31 ship with the package, :mod:`~gaunt_md.so3.lebedev_rules`; higher ones need
 SciPy >= 1.15). A rule of order ``n`` integrates every polynomial of degree ``<= n`` on the sphere
 exactly, so it is exact for ``D`` iff ``n >= D``. It needs about 0.7x the points of the
 Gauss-Legendre grid (``D = 24``: 230 against 13 x 25 = 325) but has no separable structure.
@@ -35,6 +36,7 @@ import numpy as np
 import torch
 
 from gaunt_md.so3.harmonics import spherical_harmonics
+from gaunt_md.so3.lebedev_rules import SHIPPED_ORDERS, shipped_rule
 
 
 def exact_grid_size(degree: int) -> tuple[int, int]:
@@ -115,7 +117,13 @@ def _lebedev_rule():
 
 
 def lebedev_order(degree: int) -> int | None:
-    """Smallest available Lebedev order exact for total ``degree`` (``None`` if none / no SciPy)."""
+    """Smallest available Lebedev order exact for total ``degree`` (``None`` if none).
+
+    Orders up to 31 ship with the package (:mod:`~gaunt_md.so3.lebedev_rules`); higher ones need
+    SciPy >= 1.15."""
+    shipped = next((n for n in SHIPPED_ORDERS if n >= max(degree, 0)), None)
+    if shipped is not None and shipped_rule(shipped) is not None:
+        return shipped
     if _lebedev_rule() is None:
         return None
     return next((n for n in LEBEDEV_ORDERS if n >= max(degree, 0)), None)
@@ -146,11 +154,16 @@ class LebedevGrid:
 
     @classmethod
     def build(cls, order: int) -> "LebedevGrid":
-        rule = _lebedev_rule()
-        if rule is None:
-            raise ValueError("Lebedev grids need scipy >= 1.15 (scipy.integrate.lebedev_rule)")
         if order not in LEBEDEV_ORDERS:
             raise ValueError(f"Lebedev order must be one of {LEBEDEV_ORDERS}, got {order}")
+        shipped = shipped_rule(order)  # SciPy's numbers, without importing scipy.integrate
+        if shipped is not None:
+            return cls(order, shipped[0].copy(), shipped[1].copy())
+        rule = _lebedev_rule()
+        if rule is None:
+            raise ValueError(
+                f"Lebedev grids of order > {SHIPPED_ORDERS[-1]} need scipy >= 1.15 (scipy.integrate.lebedev_rule)"
+            )
         x, w = rule(order)
         return cls(order, np.ascontiguousarray(x.T), np.ascontiguousarray(w))
 

@@ -74,12 +74,16 @@ def enable(
             def radial_function(r: torch.Tensor, mlp=mlp, columns=conv.fused_columns) -> torch.Tensor:
                 return mlp(basis(r), columns)
 
-            n_species = potential.embedding.shape[0]
-            folded_bytes = radial_intervals * 4 * n_species * conv.fused_columns.numel() * potential.embedding.element_size()
+            n_species, cols = potential.embedding.shape[0], conv.fused_columns.numel()
+            folded_bytes = radial_intervals * 4 * n_species * cols * potential.embedding.element_size()
             if t == 0 and conv.l_in == 0 and fold_first_layer and folded_bytes <= MAX_FOLDED_TABLE_BYTES:
-                radial_function = _folded_radial(radial_function, potential, layer)
+                table = torch.empty(radial_intervals, 4, n_species * cols, dtype=dtype)
+                for z in range(n_species):  # one species at a time: float64 temporaries of one set only
+                    tabulate_radial(_folded_radial(radial_function, potential, layer, z), potential.cutoff,
+                                    radial_intervals, dtype, out=table[:, :, z * cols:(z + 1) * cols])
                 conv.folded = True
-            table = tabulate_radial(radial_function, potential.cutoff, radial_intervals, dtype)
+            else:
+                table = tabulate_radial(radial_function, potential.cutoff, radial_intervals, dtype)
             conv.radial_table = table.to(conv.coupling_sparse.device)
             conv.radial_dx = potential.cutoff / radial_intervals
         else:
@@ -106,21 +110,21 @@ def _grid_tables(powers: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     return synthesis.to(dtype=dtype, device=device), projection.to(dtype=dtype, device=device)
 
 
-def _folded_radial(radial_function, potential: torch.nn.Module, layer: torch.nn.Module):
-    """``r -> R'[r, (z, l3, c')]``, the first layer's radial weights with the species embedding and
-    the linear maps before and after the convolution folded in (see :func:`enable`), float64."""
+def _folded_radial(radial_function, potential: torch.nn.Module, layer: torch.nn.Module, species: int):
+    """``r -> R'_z[r, (l3, c')]`` of sender species ``z``: the first layer's radial weights with the
+    species embedding and the linear maps before and after the convolution folded in (see
+    :func:`enable`), float64."""
     with torch.no_grad():
-        embedding = potential.embedding.detach().to(torch.float64)  # [S, C]
+        embedding = potential.embedding.detach()[species : species + 1].to(torch.float64)  # [1, C]
         up = copy.deepcopy(layer.linear_up).to(torch.float64)
-        h_up = up(embedding.unsqueeze(0))[0]  # [S, C]: the first layer's features, per species
+        h_up = up(embedding.unsqueeze(0))[0, 0]  # [C]: the first layer's features of this species
         message = layer.linear_message
         w = message.weight.detach().to(torch.float64) * message.scale  # [L_A+1, C, C']
-    n_species, channels = h_up.shape
+    channels = h_up.shape[0]
 
     def folded(r: torch.Tensor) -> torch.Tensor:
-        radial = radial_function(r).view(r.shape[0], 1, -1, channels)  # [M, 1, (l3, l1 = 0), C]
-        x = radial * h_up.view(1, n_species, 1, channels)  # [M, S, L_A+1, C]
-        return torch.einsum("mslc,lcd->msld", x, w).reshape(r.shape[0], -1)  # [M, (S, L_A+1, C')]
+        radial = radial_function(r).view(r.shape[0], -1, channels)  # [M, (l3, l1 = 0), C]
+        return torch.einsum("mlc,lcd->mld", radial * h_up, w).reshape(r.shape[0], -1)  # [M, (L_A+1, C')]
 
     return folded
 

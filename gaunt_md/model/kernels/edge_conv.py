@@ -120,7 +120,9 @@ def fused_edge_convolution(
     )
 
 
-def tabulate_radial(radial_function, cutoff: float, n_intervals: int, dtype: torch.dtype) -> torch.Tensor:
+def tabulate_radial(
+    radial_function, cutoff: float, n_intervals: int, dtype: torch.dtype, out: Optional[torch.Tensor] = None
+) -> torch.Tensor:
     """Cubic Hermite table ``[n, 4, width]`` of ``radial_function: [M] Å -> [M, width]`` on ``[0, cutoff]``.
 
     Interval ``k`` holds the coefficients of ``R(r) = c0 + c1 t + c2 t^2 + c3 t^3``,
@@ -128,7 +130,8 @@ def tabulate_radial(radial_function, cutoff: float, n_intervals: int, dtype: tor
     (values and derivatives by forward-mode autodiff in float64, coefficients in float64, then
     cast). The interpolant is C1 (energies and forces continuous); its error falls as ``dx^4``
     (values) and ``dx^3`` (forces). ``r = 0`` is evaluated at 1e-6 Å: the Bessel basis
-    ``sin(k r) / r`` is 0/0 there.
+    ``sin(k r) / r`` is 0/0 there. ``out``: write the table there (any strides) and return it;
+    the float64 intermediates are then two ``[n+1, width]`` arrays, not the whole table.
     """
     knots = torch.linspace(0.0, cutoff, n_intervals + 1, dtype=torch.float64)
     knots[0] = 1e-6
@@ -136,7 +139,12 @@ def tabulate_radial(radial_function, cutoff: float, n_intervals: int, dtype: tor
         values, slopes = torch.func.jvp(radial_function, (knots,), (torch.ones_like(knots),))
     values, slopes = values.detach(), slopes.detach() * (cutoff / n_intervals)  # slopes per unit t
     y0, y1, m0, m1 = values[:-1], values[1:], slopes[:-1], slopes[1:]
-    coefficients = torch.stack([y0, m0, 3 * (y1 - y0) - 2 * m0 - m1, 2 * (y0 - y1) + m0 + m1], dim=1)
-    return coefficients.to(dtype).contiguous()
+    if out is None:
+        out = torch.empty(n_intervals, 4, values.shape[1], dtype=dtype)
+    out[:, 0] = y0
+    out[:, 1] = m0
+    out[:, 2] = 3 * (y1 - y0) - 2 * m0 - m1
+    out[:, 3] = 2 * (y0 - y1) + m0 + m1
+    return out
 
 
