@@ -5,7 +5,10 @@ Modules (one idea each):
 * :mod:`~gaunt_md.data.convert`: user objects (Atoms, pymatgen, paths) <-> ``ase.Atoms``;
 * :mod:`~gaunt_md.data.neighbors`: periodic neighbour lists (matscipy) in the project's edge
   convention (``edge_index[0]`` = sender j, ``edge_index[1]`` = receiver i);
+* :mod:`~gaunt_md.data.image_search`: the neighbour lists of many small structures in one C++
+  call (every pair, every periodic image in range), used by :func:`atoms_to_graphs`;
 * :mod:`~gaunt_md.data.graph`: :class:`AtomicGraph`, one structure as numpy arrays;
+  :func:`atoms_to_graph` / :func:`atoms_to_graphs` (one / many structures);
 * :mod:`~gaunt_md.data.verlet`: :class:`VerletGraphs`, one evolving structure's neighbour list kept
   between calls (searched with ``cutoff + skin``, filtered while atoms move less than ``skin / 2``);
 * :mod:`~gaunt_md.data.batch`: :class:`Batch` of torch tensors, collation and batching;
@@ -22,7 +25,7 @@ from gaunt_md.data.datasets import (
     read_labelled,
     split_isolated,
 )
-from gaunt_md.data.graph import AtomicGraph, atoms_to_graph
+from gaunt_md.data.graph import AtomicGraph, atoms_to_graph, atoms_to_graphs
 from gaunt_md.data.neighbors import edge_vectors, neighbor_list
 from gaunt_md.data.verlet import VerletGraphs
 
@@ -33,6 +36,7 @@ __all__ = [
     "LabelledStructure",
     "VerletGraphs",
     "atoms_to_graph",
+    "atoms_to_graphs",
     "chunk",
     "collate",
     "edge_vectors",
