@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["MAX_CHECKS", "neighbor_lists"]
+__all__ = ["MAX_CHECKS", "neighbor_lists", "periodic_edges"]
 
 #: Most pair-image distance checks per structure (n_atoms**2 * images in range): ~0.3 ms at most.
 MAX_CHECKS = 1 << 18
@@ -113,6 +113,34 @@ def neighbor_lists(
         a, b = int(offsets[slot]), int(offsets[slot + 1])
         result[k] = (edge_index[:, a:b], shifts[a:b], distances[a:b])
     return result
+
+
+def periodic_edges(positions: np.ndarray, cell: np.ndarray, cutoff: float) -> tuple[np.ndarray, ...] | None:
+    """``(receiver, sender, unit_shifts, distances)`` of one fully periodic structure through a C++
+    cell list (matscipy's result layout: receivers ascending), or ``None`` without the compiled
+    library. The caller has checked the inputs and the cell (finite, sound, not absurdly thin)."""
+    from gaunt_md.native.build import load_library
+
+    lib = load_library()
+    if lib is None:
+        return None
+    import torch  # only for its thread count
+
+    threads = torch.get_num_threads()
+    x = np.ascontiguousarray(positions, dtype=np.float64)
+    cell = np.ascontiguousarray(cell, dtype=np.float64)
+    n = len(x)
+    counts = np.zeros(n, np.int64)
+    total = lib.gaunt_neighbors_cells(n, x.ctypes.data, cell.ctypes.data, float(cutoff), counts.ctypes.data,
+                                      None, None, None, None, None, threads)
+    offsets = np.zeros(n, np.int64)
+    np.cumsum(counts[:-1], out=offsets[1:])
+    receiver, sender = np.empty(total, np.int64), np.empty(total, np.int64)
+    shifts, distances = np.empty((total, 3), np.float64), np.empty(total, np.float64)
+    lib.gaunt_neighbors_cells(n, x.ctypes.data, cell.ctypes.data, float(cutoff), counts.ctypes.data,
+                              offsets.ctypes.data, sender.ctypes.data, receiver.ctypes.data, shifts.ctypes.data,
+                              distances.ctypes.data, threads)
+    return receiver, sender, shifts, distances
 
 
 def _eligible(positions: Sequence[np.ndarray], cells: np.ndarray, pbc: np.ndarray, cutoff: float) -> np.ndarray:

@@ -1,8 +1,10 @@
 """Neighbour lists: positions + cell + pbc + cutoff -> directed edges with periodic shifts.
 
-The search itself is done by :func:`matscipy.neighbours.neighbour_list` (C, linear scaling).
-This module only prepares a cell that matscipy can always handle and converts the result to
-the project's edge convention (see ``ARCHITECTURE.md``):
+The search itself is done in C, with linear scaling: for fully periodic cells by the cell list
+of ``native/csrc/neighbors.cpp`` (:func:`~gaunt_md.data.image_search.periodic_edges`, where a C++
+compiler exists), otherwise by :func:`matscipy.neighbours.neighbour_list`. This module prepares a
+cell that matscipy can always handle and converts the result to the project's edge convention
+(see ``ARCHITECTURE.md``):
 
 * ``edge_index[0]`` is the **sender** ``j`` (the neighbour), ``edge_index[1]`` the **receiver**
   ``i`` (the centre atom);
@@ -24,6 +26,7 @@ import math
 import numpy as np
 from matscipy.neighbours import neighbour_list as _matscipy_neighbour_list
 
+from gaunt_md.data import image_search
 from gaunt_md.errors import StructureError
 
 __all__ = ["neighbor_list", "edge_vectors"]
@@ -82,14 +85,18 @@ def neighbor_list(
         return empty + (np.zeros(0),) if return_distances else empty
 
     search_cell, origin = _search_cell(positions, cell, pbc, cutoff)
-    i, j, shifts, distances = _matscipy_neighbour_list(
-        "ijSd",
-        positions=positions,
-        cell=search_cell,
-        pbc=pbc,
-        cutoff=cutoff,
-        cell_origin=origin,
-    )
+    found = image_search.periodic_edges(positions, cell, cutoff) if pbc.all() else None
+    if found is not None:  # fully periodic: the C++ cell list (receivers ascending, as matscipy's)
+        i, j, shifts, distances = found
+    else:
+        i, j, shifts, distances = _matscipy_neighbour_list(
+            "ijSd",
+            positions=positions,
+            cell=search_cell,
+            pbc=pbc,
+            cutoff=cutoff,
+            cell_origin=origin,
+        )
     # (Few numpy calls per structure from here on: for many small cells this bookkeeping costs
     # as much as the search itself.)
     n_edges = len(i)

@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 SOURCES = tuple(sorted((Path(__file__).with_name("csrc")).glob("*.cpp")))
 HEADERS = tuple(sorted((Path(__file__).with_name("csrc")).glob("*.h")))  # hashed with the sources
-ABI_VERSION = 6
+ABI_VERSION = 7
 CXX_FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17"]
 
 _lock = threading.Lock()
@@ -97,6 +97,9 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.gaunt_neighbors_count.argtypes = head + [ptr, c_int]  # counts, n_threads
     lib.gaunt_neighbors_fill.argtypes = head + [ptr] * 5 + [c_int]  # offsets, sender, receiver, shifts, distances
     lib.gaunt_neighbors_count.restype = lib.gaunt_neighbors_fill.restype = None
+    # n_atoms, x, cell, cutoff, receiver_counts, offsets, sender, receiver, shifts, distances, n_threads
+    lib.gaunt_neighbors_cells.argtypes = [i64, ptr, ptr, ctypes.c_double] + [ptr] * 6 + [c_int]
+    lib.gaunt_neighbors_cells.restype = i64
     lib.gaunt_kernels_abi_version.restype = c_int
 
 
