@@ -27,6 +27,9 @@ __all__ = ["MAX_CHECKS", "neighbor_lists", "periodic_edges"]
 #: Most pair-image distance checks per structure (n_atoms**2 * images in range): ~0.3 ms at most.
 MAX_CHECKS = 1 << 18
 
+#: periodic_edges runs on torch's threads from this many atoms on, below on one.
+PARALLEL_ATOMS = 256
+
 #: Same thresholds as gaunt_md.data.neighbors for a degenerate cell.
 _DEGENERATE_RTOL = 1e-8
 
@@ -126,8 +129,9 @@ def periodic_edges(positions: np.ndarray, cell: np.ndarray, cutoff: float) -> tu
         return None
     import torch  # only for its thread count
 
-    threads = torch.get_num_threads()
     x = np.ascontiguousarray(positions, dtype=np.float64)
+    # below a few hundred atoms waking a second (sleeping) thread costs more than it saves
+    threads = torch.get_num_threads() if len(x) >= PARALLEL_ATOMS else 1
     cell = np.ascontiguousarray(cell, dtype=np.float64)
     n = len(x)
     counts = np.zeros(n, np.int64)
