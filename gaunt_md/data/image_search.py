@@ -1,11 +1,13 @@
-"""Neighbour lists of many small structures in one C++ call: every pair, every image in range.
+"""Neighbour searches in C++ (``native/csrc/neighbors.cpp``): many small structures in one call
+(every pair, every image in range, :func:`neighbor_lists`), and one fully periodic structure
+through a cell list (:func:`periodic_edges`, what :func:`~gaunt_md.data.neighbors.neighbor_list`
+uses where a compiler exists).
 
-For a cell of a few atoms, :func:`~gaunt_md.data.neighbors.neighbor_list` costs tens of
-microseconds of setup (matscipy's cell list, Python around it) for a few hundred distances, so a
-batch of a thousand such cells spends as long on its graphs as on the model. Here the structures
-go to ``native/csrc/neighbors.cpp`` together, which checks each pair of atoms against each
-periodic image that can be within the cutoff (the range per pair from the distances between the
-cell's faces). Same edges as :func:`~gaunt_md.data.neighbors.neighbor_list`, in the same
+For a cell of a few atoms a search per structure costs tens of microseconds of setup and Python
+for a few hundred distances, so a batch of a thousand such cells spent as long on its graphs as on
+the model. :func:`neighbor_lists` sends them to C++ together, which checks each pair of atoms
+against each periodic image that can be within the cutoff (the range per pair from the distances
+between the cell's faces). Same edges as :func:`~gaunt_md.data.neighbors.neighbor_list`, in the same
 convention (sender ``j`` = ``edge_index[0]``, sorted by receiver, ``|r_ij| < cutoff`` by the
 formula of :func:`~gaunt_md.data.neighbors.edge_vectors`); the senders of one receiver come in
 another order (by sender, then shift).
@@ -60,21 +62,13 @@ def neighbor_lists(
     take = np.flatnonzero(_eligible(positions, np.asarray(cells, np.float64), np.asarray(pbc, bool), cutoff))
     if len(take) == 0:
         return result
-    parts = [positions[k] for k in take]
-    sizes = np.fromiter((len(p) for p in parts), np.int64, len(parts))
-    ptr = np.zeros(len(take) + 1, np.int64)
-    np.cumsum(sizes, out=ptr[1:])
-    x = np.ascontiguousarray(np.concatenate(parts), dtype=np.float64)
+    x, ptr = _concatenated(positions, take)
     finite = np.logical_and.reduceat(np.isfinite(x).all(axis=1), ptr[:-1])  # every structure has atoms
     if not finite.all():  # NaN/inf positions: neighbor_list raises the error
         take = take[finite]
         if len(take) == 0:
             return result
-        parts = [positions[k] for k in take]
-        sizes = sizes[finite]
-        ptr = np.zeros(len(take) + 1, np.int64)
-        np.cumsum(sizes, out=ptr[1:])
-        x = np.ascontiguousarray(np.concatenate(parts), dtype=np.float64)
+        x, ptr = _concatenated(positions, take)
     cell_block = np.ascontiguousarray(np.asarray(cells, np.float64)[take])
     periodic = np.ascontiguousarray(np.asarray(pbc, bool)[take].all(axis=1), dtype=np.uint8)
 
@@ -84,8 +78,8 @@ def neighbor_lists(
     counts = np.zeros(len(take), np.int64)
     head = (len(take), ptr.ctypes.data, x.ctypes.data, cell_block.ctypes.data, periodic.ctypes.data, float(cutoff))
     lib.gaunt_neighbors_count(*head, counts.ctypes.data, threads)
-    if (counts < 0).any():  # not expected (MAX_CHECKS bounds the atoms); leave those to matscipy
-        counts = np.maximum(counts, 0)
+    if (counts < 0).any():  # the kernel's atom limit; MAX_CHECKS keeps every structure below it
+        raise RuntimeError(f"image_search: a structure beyond the kernel's limits was sent ({counts.min()})")
     offsets = np.zeros(len(take) + 1, np.int64)
     np.cumsum(counts, out=offsets[1:])
     n_edges = int(offsets[-1])
@@ -145,6 +139,14 @@ def periodic_edges(positions: np.ndarray, cell: np.ndarray, cutoff: float) -> tu
                               offsets.ctypes.data, sender.ctypes.data, receiver.ctypes.data, shifts.ctypes.data,
                               distances.ctypes.data, threads)
     return receiver, sender, shifts, distances
+
+
+def _concatenated(positions: Sequence[np.ndarray], take: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the structures ``take``, float64 ``[N, 3]``, and their atom offsets ``[len(take) + 1]``."""
+    parts = [positions[k] for k in take]
+    ptr = np.zeros(len(parts) + 1, np.int64)
+    np.cumsum(np.fromiter((len(p) for p in parts), np.int64, len(parts)), out=ptr[1:])
+    return np.ascontiguousarray(np.concatenate(parts), dtype=np.float64), ptr
 
 
 def _eligible(positions: Sequence[np.ndarray], cells: np.ndarray, pbc: np.ndarray, cutoff: float) -> np.ndarray:
