@@ -3,10 +3,10 @@
 Modules (one idea each):
 
 * :mod:`~gaunt_md.data.convert`: user objects (Atoms, pymatgen, paths) <-> ``ase.Atoms``;
-* :mod:`~gaunt_md.data.neighbors`: periodic neighbour lists (matscipy) in the project's edge
+* :mod:`~gaunt_md.data.neighbors`: periodic neighbour lists (C++ cell list or matscipy) in the project's edge
   convention (``edge_index[0]`` = sender j, ``edge_index[1]`` = receiver i);
-* :mod:`~gaunt_md.data.image_search`: the neighbour lists of many small structures in one C++
-  call (every pair, every periodic image in range), used by :func:`atoms_to_graphs`;
+* :mod:`~gaunt_md.data.image_search`: neighbour searches in C++: a cell list for one periodic
+  structure, and many small structures in one call (used by :func:`atoms_to_graphs`);
 * :mod:`~gaunt_md.data.graph`: :class:`AtomicGraph`, one structure as numpy arrays;
   :func:`atoms_to_graph` / :func:`atoms_to_graphs` (one / many structures);
 * :mod:`~gaunt_md.data.verlet`: :class:`VerletGraphs`, one evolving structure's neighbour list kept
