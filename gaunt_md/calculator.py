@@ -61,6 +61,7 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
         return _DTYPES[dtype]
     raise DeviceError(f"unsupported dtype {dtype!r}; use 'float32' or 'float64'")
 
+
 #: Voigt order xx, yy, zz, yz, xz, xy as (row, column) index arrays into a 3 x 3 tensor.
 _VOIGT_ROWS, _VOIGT_COLS = np.array([0, 1, 2, 1, 0, 0]), np.array([0, 1, 2, 2, 2, 1])
 

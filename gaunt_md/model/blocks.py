@@ -173,7 +173,6 @@ class EdgeConvolution(nn.Module):
         r = self.radial(edge_basis, self.fused_columns).view(n_edges, -1, self.c)  # [E, (l3, l1), C]
         return fused_edge_convolution(h, s, edge_index, self.deg_in, self.deg_out, radial=r, scale=self.norm)
 
-
     @torch.jit.unused
     def folded_message(
         self, species: torch.Tensor, edge_index: torch.Tensor, edge_sh: torch.Tensor, edge_lengths: torch.Tensor

@@ -99,7 +99,7 @@ def enable(
 
 def _grid_tables(powers: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     """Synthesis ``[K_in, G]`` and weighted projection ``[K_out, G]`` tables of the grid with the
-    fewest points that is exact for ``powers`` (a Lebedev rule where SciPy has them: 50 and 38
+    fewest points that is exact for ``powers`` (a Lebedev rule, shipped up to order 31: 50 and 38
     points for the shipped models' two layers, against 66 and 50 of the module's Gauss-Legendre
     grids). Every exact grid gives the same product basis, up to rounding."""
     grid = smallest_exact_grid(powers.nu_max * powers.l_max + powers.l_out_max)
