@@ -76,8 +76,10 @@ class GauntCalculator(Calculator):
         dtype: ``"float64"`` (default; relax, phonons, EOS) or ``"float32"`` (fast MD).
         min_distance: refuse structures with two atoms closer than this (Å); ``None`` disables.
         max_batch_atoms, max_batch_edges: bounds on one model call in :meth:`calculate_batch`;
-            ``max_batch_atoms`` defaults to 8192 on CUDA, 4096 on CPU with the fused kernels
-            (0.27 / 0.30 ms per small cell at 4096 / 1024, float32) and 256 on CPU without them
+            ``max_batch_atoms`` defaults to 8192 on CUDA and on CPU with the fused kernels
+            (fewer, larger calls: each parallel region may have to wake sleeping threads, which
+            made 4096 slower with ``OMP_WAIT_POLICY=PASSIVE``; ``max_batch_edges`` bounds memory)
+            and 256 on CPU without them
             (larger batches were slower there: their edge tensors leave the cache;
             ``benchmarks/model_speed.py --batch [--max-batch-atoms N]``).
         skin: single-structure calls keep their neighbour list between calls, searched with
@@ -126,7 +128,7 @@ class GauntCalculator(Calculator):
         self.neighbors = VerletGraphs(self.cutoff, skin)  # for single-structure calls
         self.fused = self._use_fused_kernel(fused, int(radial_intervals))
         if max_batch_atoms is None:
-            max_batch_atoms = 8192 if self.device.type == "cuda" else 4096 if self.fused else 256
+            max_batch_atoms = 8192 if self.device.type == "cuda" or self.fused else 256
         self.max_batch_atoms = int(max_batch_atoms)
         self.max_batch_edges = int(max_batch_edges)
         self.parameters.update(
