@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -10,7 +9,7 @@ import numpy as np
 from ase import Atoms
 
 from gaunt_md.data import image_search
-from gaunt_md.data.neighbors import edge_vectors, neighbor_list
+from gaunt_md.data.neighbors import check_cutoff, edge_vectors, neighbor_list
 from gaunt_md.errors import StructureError
 
 __all__ = ["AtomicGraph", "atoms_to_graph", "atoms_to_graphs"]
@@ -167,13 +166,7 @@ def atoms_to_graphs(
         ))
     if not arrays:
         return []
-    try:
-        cutoff_value = float(cutoff)
-    except (TypeError, ValueError):
-        cutoff_value = math.nan
-    if not (math.isfinite(cutoff_value) and cutoff_value > 0.0):
-        raise StructureError(f"cutoff must be a finite number > 0 (Å), got {cutoff!r}")
-    cutoff = cutoff_value
+    cutoff = check_cutoff(cutoff)
     if min_distance is not None and not float(min_distance) >= 0.0:
         raise StructureError(f"min_distance must be a number >= 0 (Å), got {min_distance!r}")
     found = image_search.neighbor_lists(
@@ -191,9 +184,7 @@ def atoms_to_graphs(
                 numbers=numbers, positions=positions, cell=cell, pbc=pbc, edge_index=edge_index,
                 unit_shifts=unit_shifts,
             )
-            if min_distance is not None and (
-                min_distance > cutoff or (len(distances) and distances.min() < min_distance)
-            ):
+            if min_distance is not None:
                 _check_min_distance(graph, cutoff, float(min_distance), distances)
             graphs.append(graph)
         except StructureError as error:

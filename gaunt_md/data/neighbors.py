@@ -29,7 +29,7 @@ from matscipy.neighbours import neighbour_list as _matscipy_neighbour_list
 from gaunt_md.data import image_search
 from gaunt_md.errors import StructureError
 
-__all__ = ["neighbor_list", "edge_vectors"]
+__all__ = ["check_cutoff", "edge_vectors", "neighbor_list"]
 
 #: Most periodic image cells the search may need (prod over periodic axes of 2*ceil(rc/h)+1).
 #: Beyond this the cell is so thin compared with the cutoff that the edge list would exhaust
@@ -175,12 +175,7 @@ def _validate(
         if not valid_values or pbc_array.shape not in ((), (3,)):
             raise StructureError(f"pbc must be a bool or 3 bools, got {pbc!r}")
         pbc_array = np.array(np.broadcast_to(pbc_array, (3,)), dtype=bool)
-    try:
-        cutoff = float(cutoff)
-    except (TypeError, ValueError) as error:
-        raise StructureError(f"cutoff must be a finite number > 0 (Å), got {cutoff!r}") from error
-    if not (math.isfinite(cutoff) and cutoff > 0.0):
-        raise StructureError(f"cutoff must be a finite number > 0 (Å), got {cutoff!r}")
+    cutoff = check_cutoff(cutoff)
 
     if not np.isfinite(positions).all():
         bad = ~np.isfinite(positions)
@@ -192,6 +187,17 @@ def _validate(
     if not np.isfinite(cell).all():
         raise StructureError(f"cell contains NaN/inf: {cell.tolist()}")
     return positions, cell, pbc_array, cutoff
+
+
+def check_cutoff(cutoff: float) -> float:
+    """``cutoff`` as a float, or :class:`StructureError` unless it is a finite number > 0 (Å)."""
+    try:
+        value = float(cutoff)
+    except (TypeError, ValueError) as error:
+        raise StructureError(f"cutoff must be a finite number > 0 (Å), got {cutoff!r}") from error
+    if not (math.isfinite(value) and value > 0.0):
+        raise StructureError(f"cutoff must be a finite number > 0 (Å), got {cutoff!r}")
+    return value
 
 
 def _check_periodic_rows(cell: np.ndarray, pbc: np.ndarray) -> None:

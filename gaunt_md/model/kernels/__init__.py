@@ -77,9 +77,10 @@ def enable(
             n_species, cols = potential.embedding.shape[0], conv.fused_columns.numel()
             folded_bytes = radial_intervals * 4 * n_species * cols * potential.embedding.element_size()
             if t == 0 and conv.l_in == 0 and fold_first_layer and folded_bytes <= MAX_FOLDED_TABLE_BYTES:
+                h_up, w = _first_layer_factors(potential, layer)
                 table = torch.empty(radial_intervals, 4, n_species * cols, dtype=dtype)
                 for z in range(n_species):  # one species at a time: float64 temporaries of one set only
-                    tabulate_radial(_folded_radial(radial_function, potential, layer, z), potential.cutoff,
+                    tabulate_radial(_folded_radial(radial_function, h_up[z], w), potential.cutoff,
                                     radial_intervals, dtype, out=table[:, :, z * cols:(z + 1) * cols])
                 conv.folded = True
             else:
@@ -89,11 +90,11 @@ def enable(
         else:
             conv.radial_table = torch.zeros(0, dtype=dtype, device=conv.coupling_sparse.device)
         conv.fused = True
-        potential.radial_tabulated = radial_intervals > 0
         product = layer.product
         product.fused = supports(product.powers.k, product.degree_starts.numel() - 1, product.weight.shape[2])
         if product.fused:
             product.fused_synthesis, product.fused_projection = _grid_tables(product.powers)
+    potential.radial_tabulated = radial_intervals > 0
     return True
 
 
@@ -110,16 +111,20 @@ def _grid_tables(powers: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     return synthesis.to(dtype=dtype, device=device), projection.to(dtype=dtype, device=device)
 
 
-def _folded_radial(radial_function, potential: torch.nn.Module, layer: torch.nn.Module, species: int):
-    """``r -> R'_z[r, (l3, c')]`` of sender species ``z``: the first layer's radial weights with the
-    species embedding and the linear maps before and after the convolution folded in (see
-    :func:`enable`), float64."""
+def _first_layer_factors(potential: torch.nn.Module, layer: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """The species-only factors folded into the first layer's table (see :func:`enable`), float64:
+    its features per species ``linear_up(W_z)`` ``[S, C]`` and the message map ``[L_A+1, C, C']``."""
     with torch.no_grad():
-        embedding = potential.embedding.detach()[species : species + 1].to(torch.float64)  # [1, C]
-        up = copy.deepcopy(layer.linear_up).to(torch.float64)
-        h_up = up(embedding.unsqueeze(0))[0, 0]  # [C]: the first layer's features of this species
+        embedding = potential.embedding.detach().to(torch.float64)  # [S, C]
+        h_up = copy.deepcopy(layer.linear_up).to(torch.float64)(embedding.unsqueeze(0))[0]  # [S, C]
         message = layer.linear_message
         w = message.weight.detach().to(torch.float64) * message.scale  # [L_A+1, C, C']
+    return h_up, w
+
+
+def _folded_radial(radial_function, h_up: torch.Tensor, w: torch.Tensor):
+    """``r -> R'_z[r, (l3, c')] = sum_c R[r, l3, c] h_up[c] w[l3, c, c']``: the first layer's radial
+    weights of one sender species with its features ``h_up [C]`` and the message map folded in."""
     channels = h_up.shape[0]
 
     def folded(r: torch.Tensor) -> torch.Tensor:

@@ -93,6 +93,18 @@ struct Table {
     }
 };
 
+// out[k, c] = scale * g[k, i, c] for the K components of node i of degree-major g [K, N, C]
+// (node_stride = N C): the receiver's dL/dA, contiguous, for the backward passes
+template <typename T>
+inline void gather_scaled(const T* g, int64_t i, int64_t K, int64_t node_stride, int64_t C, T scale, T* out) {
+    for (int64_t k = 0; k < K; ++k) {
+        const T* g_in = g + k * node_stride + i * C;
+        T* g_out = out + k * C;
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) g_out[c] = scale * g_in[c];
+    }
+}
+
 // CT > 0: the channel count as a compile-time constant (the loops over c unroll into registers);
 // CT = 0: any channel count.
 template <typename T, int CT>
@@ -166,12 +178,7 @@ void backward(const Shape& s, const T* R, const Table<T>& table, const T* length
 #pragma omp for schedule(dynamic, 8)
         for (int64_t i = 0; i < s.n_nodes; ++i) {
             const T* gAi = g_buf.data();
-            for (int64_t k = 0; k < K_out; ++k) {
-                const T* g_in = gA + k * node_stride + i * C;
-                T* g_out = g_buf.data() + k * C;
-#pragma omp simd
-                for (int64_t c = 0; c < C; ++c) g_out[c] = scale * g_in[c];
-            }
+            gather_scaled(gA, i, K_out, node_stride, C, scale, g_buf.data());
             for (int64_t e = rowptr[i]; e < rowptr[i + 1]; ++e) {
                 const int64_t j = src[e];
                 const T* hj = h + j * C;
@@ -304,12 +311,7 @@ void backward_fast(const Shape& s, const T* R, const Table<T>& table, const T* l
         T* gh = gh_work ? gh_work + static_cast<int64_t>(omp_get_thread_num()) * KI * NC : nullptr;
 #pragma omp for schedule(dynamic, 8)
         for (int64_t i = 0; i < s.n_nodes; ++i) {
-            for (int k = 0; k < KO; ++k) {
-                const T* g_in = gA + k * NC + i * C;
-                T* g_out = g_buf.data() + k * C;
-#pragma omp simd
-                for (int64_t c = 0; c < C; ++c) g_out[c] = scale * g_in[c];
-            }
+            gather_scaled(gA, i, KO, NC, C, scale, g_buf.data());
             for (int64_t e = rowptr[i]; e < rowptr[i + 1]; ++e) {
                 const int64_t j = src[e];
                 const T* hj = h + j * C;

@@ -30,6 +30,17 @@ struct Out {
     int64_t* receiver;  // [E]
     double* shifts;     // [E, 3]
     double* distances;  // [E]
+
+    // edge number `at` (j -> i, shift s, squared length d2), written only in a fill pass
+    void put(int64_t at, int64_t j, int64_t i, double s0, double s1, double s2, double d2) const {
+        if (!sender) return;
+        sender[at] = j;
+        receiver[at] = i;
+        shifts[3 * at] = s0;
+        shifts[3 * at + 1] = s1;
+        shifts[3 * at + 2] = s2;
+        distances[at] = std::sqrt(d2);
+    }
 };
 
 // f = w + o with o integer and w in [0, 1) (f - floor(f) can round up to 1 for f just below 0)
@@ -42,58 +53,64 @@ inline void wrap(double f, double& w, double& o) {
     }
 }
 
+// A periodic cell: rows a_k (a[3 k + l], component l of lattice vector k), its inverse (column k
+// is (a_{k+1} x a_{k+2}) / det, the face normal of axis k over det) and 1 / h_k, h_k the
+// distance between the faces of axis k.
+struct Lattice {
+    double a[9], inv[9], inv_h[3];
+
+    explicit Lattice(const double* cell) {
+        for (int k = 0; k < 9; ++k) a[k] = cell[k];
+        for (int k = 0; k < 3; ++k) {
+            const double* u = a + 3 * ((k + 1) % 3);
+            const double* v = a + 3 * ((k + 2) % 3);
+            inv[0 * 3 + k] = u[1] * v[2] - u[2] * v[1];
+            inv[1 * 3 + k] = u[2] * v[0] - u[0] * v[2];
+            inv[2 * 3 + k] = u[0] * v[1] - u[1] * v[0];
+        }
+        const double det = a[0] * inv[0] + a[1] * inv[3] + a[2] * inv[6];
+        for (int k = 0; k < 3; ++k) {
+            for (int l = 0; l < 3; ++l) inv[3 * l + k] /= det;
+            inv_h[k] = std::sqrt(inv[k] * inv[k] + inv[3 + k] * inv[3 + k] + inv[6 + k] * inv[6 + k]);
+        }
+    }
+    // cutoff / h_k, widened by 1e-10 relative: rounding must not drop a pair at the edge of a range
+    double reach(int k, double cutoff) const { return cutoff * inv_h[k] * (1.0 + 1e-10); }
+    // wrapped fractional coordinates w[3] and their integer offsets o[3] of the point p
+    void fractional(const double* p, double* w, double* o) const {
+        for (int k = 0; k < 3; ++k) wrap(p[0] * inv[k] + p[1] * inv[3 + k] + p[2] * inv[6 + k], w[k], o[k]);
+    }
+    // |r|^2 of r = (p_j - p_i) + S a, with the arithmetic of gaunt_md.data.neighbors.edge_vectors
+    double squared_length(const double* pi, const double* pj, double s0, double s1, double s2) const {
+        const double r0 = (pj[0] - pi[0]) + (s0 * a[0] + s1 * a[3] + s2 * a[6]);
+        const double r1 = (pj[1] - pi[1]) + (s0 * a[1] + s1 * a[4] + s2 * a[7]);
+        const double r2 = (pj[2] - pi[2]) + (s0 * a[2] + s1 * a[5] + s2 * a[8]);
+        return r0 * r0 + r1 * r1 + r2 * r2;
+    }
+};
+
 // the edges of one structure; returns how many (written at out + 0.. when out.sender != NULL)
 int64_t search(const double* x, int64_t n, const double* cell, bool periodic, double cutoff, const Out& out) {
     const double rc2 = cutoff * cutoff;
     int64_t count = 0;
-    auto emit = [&](int64_t j, int64_t i, double s0, double s1, double s2, double d2) {
-        if (out.sender) {
-            out.sender[count] = j;
-            out.receiver[count] = i;
-            out.shifts[3 * count] = s0;
-            out.shifts[3 * count + 1] = s1;
-            out.shifts[3 * count + 2] = s2;
-            out.distances[count] = std::sqrt(d2);
-        }
-        ++count;
-    };
     if (!periodic) {
         for (int64_t i = 0; i < n; ++i)
             for (int64_t j = 0; j < n; ++j) {
                 if (i == j) continue;
                 const double r0 = x[3 * j] - x[3 * i], r1 = x[3 * j + 1] - x[3 * i + 1], r2 = x[3 * j + 2] - x[3 * i + 2];
                 const double d2 = r0 * r0 + r1 * r1 + r2 * r2;
-                if (d2 < rc2) emit(j, i, 0.0, 0.0, 0.0, d2);
+                if (d2 < rc2) out.put(count++, j, i, 0.0, 0.0, 0.0, d2);
             }
         return count;
     }
-    const double* a = cell;  // a[3 * k + l]: component l of lattice vector k
-    // inverse of the cell: column k is (a_{k+1} x a_{k+2}) / det, the face normal of axis k over det
-    double inv[9];
-    for (int k = 0; k < 3; ++k) {
-        const double* u = a + 3 * ((k + 1) % 3);
-        const double* v = a + 3 * ((k + 2) % 3);
-        inv[0 * 3 + k] = u[1] * v[2] - u[2] * v[1];
-        inv[1 * 3 + k] = u[2] * v[0] - u[0] * v[2];
-        inv[2 * 3 + k] = u[0] * v[1] - u[1] * v[0];
-    }
-    const double det = a[0] * inv[0] + a[1] * inv[3] + a[2] * inv[6];
-    double reach[3];  // cutoff / h_k
-    for (int k = 0; k < 3; ++k) {
-        for (int l = 0; l < 3; ++l) inv[3 * l + k] /= det;
-        // (widened by 1e-10 relative: rounding must not drop a pair at the edge of the range)
-        reach[k] = cutoff * std::sqrt(inv[k] * inv[k] + inv[3 + k] * inv[3 + k] + inv[6 + k] * inv[6 + k]) * (1.0 + 1e-10);
-    }
+    const Lattice lattice(cell);
+    const double reach[3] = {lattice.reach(0, cutoff), lattice.reach(1, cutoff), lattice.reach(2, cutoff)};
     // wrapped fractional coordinates w and their integer offsets o, per atom (n is small)
-    constexpr int64_t kMaxAtoms = 512;  // 24 KB of each on the stack
+    constexpr int64_t kMaxAtoms = 512;  // 12 KB of each on the stack
     if (n > kMaxAtoms) return -1;
     double w[3 * kMaxAtoms];
     double o[3 * kMaxAtoms];
-    for (int64_t i = 0; i < n; ++i)
-        for (int k = 0; k < 3; ++k) {
-            const double f = x[3 * i] * inv[k] + x[3 * i + 1] * inv[3 + k] + x[3 * i + 2] * inv[6 + k];
-            wrap(f, w[3 * i + k], o[3 * i + k]);
-        }
+    for (int64_t i = 0; i < n; ++i) lattice.fractional(x + 3 * i, w + 3 * i, o + 3 * i);
     for (int64_t i = 0; i < n; ++i)
         for (int64_t j = 0; j < n; ++j) {
             double lo[3], hi[3];
@@ -102,16 +119,12 @@ int64_t search(const double* x, int64_t n, const double* cell, bool periodic, do
                 lo[k] = std::ceil(-reach[k] - d) + o[3 * i + k] - o[3 * j + k];
                 hi[k] = std::floor(reach[k] - d) + o[3 * i + k] - o[3 * j + k];
             }
-            const double d0 = x[3 * j] - x[3 * i], d1 = x[3 * j + 1] - x[3 * i + 1], d2 = x[3 * j + 2] - x[3 * i + 2];
             for (double s0 = lo[0]; s0 <= hi[0]; s0 += 1.0)
                 for (double s1 = lo[1]; s1 <= hi[1]; s1 += 1.0)
                     for (double s2 = lo[2]; s2 <= hi[2]; s2 += 1.0) {
                         if (i == j && s0 == 0.0 && s1 == 0.0 && s2 == 0.0) continue;
-                        const double r0 = d0 + (s0 * a[0] + s1 * a[3] + s2 * a[6]);
-                        const double r1 = d1 + (s0 * a[1] + s1 * a[4] + s2 * a[7]);
-                        const double r2 = d2 + (s0 * a[2] + s1 * a[5] + s2 * a[8]);
-                        const double dd = r0 * r0 + r1 * r1 + r2 * r2;
-                        if (dd < rc2) emit(j, i, s0, s1, s2, dd);
+                        const double d2 = lattice.squared_length(x + 3 * i, x + 3 * j, s0, s1, s2);
+                        if (d2 < rc2) out.put(count++, j, i, s0, s1, s2, d2);
                     }
         }
     return count;
@@ -128,26 +141,16 @@ int64_t search(const double* x, int64_t n, const double* cell, bool periodic, do
 struct CellList {
     int64_t n;
     const double* x;
-    double a[9], inv[9], reach[3];
+    Lattice lattice;
+    double reach[3];
     int64_t nb[3];
     std::vector<double> w, o;           // [n, 3] wrapped fractional coordinates, integer offsets
     std::vector<int64_t> start, atoms;  // CSR: the atoms of bin b are atoms[start[b] .. start[b+1])
 
-    CellList(const double* x_, int64_t n_, const double* cell, double cutoff) : n(n_), x(x_) {
-        for (int k = 0; k < 9; ++k) a[k] = cell[k];
+    CellList(const double* x_, int64_t n_, const double* cell, double cutoff) : n(n_), x(x_), lattice(cell) {
         for (int k = 0; k < 3; ++k) {
-            const double* u = a + 3 * ((k + 1) % 3);
-            const double* v = a + 3 * ((k + 2) % 3);
-            inv[0 * 3 + k] = u[1] * v[2] - u[2] * v[1];
-            inv[1 * 3 + k] = u[2] * v[0] - u[0] * v[2];
-            inv[2 * 3 + k] = u[0] * v[1] - u[1] * v[0];
-        }
-        const double det = a[0] * inv[0] + a[1] * inv[3] + a[2] * inv[6];
-        for (int k = 0; k < 3; ++k) {
-            for (int l = 0; l < 3; ++l) inv[3 * l + k] /= det;
-            const double inv_h = std::sqrt(inv[k] * inv[k] + inv[3 + k] * inv[3 + k] + inv[6 + k] * inv[6 + k]);
-            reach[k] = cutoff * inv_h * (1.0 + 1e-10);
-            const double bins = std::floor(1.0 / (cutoff * inv_h));
+            reach[k] = lattice.reach(k, cutoff);
+            const double bins = std::floor(1.0 / (cutoff * lattice.inv_h[k]));
             nb[k] = bins < 1.0 ? 1 : (bins > 1024.0 ? 1024 : static_cast<int64_t>(bins));
         }
         // at most ~2 bins per atom (fewer, thicker bins stay correct)
@@ -160,10 +163,9 @@ struct CellList {
         std::vector<int64_t> bin(n);
         start.assign(nb[0] * nb[1] * nb[2] + 1, 0);
         for (int64_t i = 0; i < n; ++i) {
+            lattice.fractional(x + 3 * i, &w[3 * i], &o[3 * i]);
             int64_t q[3];
             for (int k = 0; k < 3; ++k) {
-                const double f = x[3 * i] * inv[k] + x[3 * i + 1] * inv[3 + k] + x[3 * i + 2] * inv[6 + k];
-                wrap(f, w[3 * i + k], o[3 * i + k]);
                 q[k] = static_cast<int64_t>(w[3 * i + k] * static_cast<double>(nb[k]));
                 if (q[k] >= nb[k]) q[k] = nb[k] - 1;
             }
@@ -198,21 +200,8 @@ struct CellList {
                         const double s1 = static_cast<double>(t1) - o[3 * j + 1] + o[3 * i + 1];
                         const double s2 = static_cast<double>(t2) - o[3 * j + 2] + o[3 * i + 2];
                         if (i == j && s0 == 0.0 && s1 == 0.0 && s2 == 0.0) continue;
-                        const double r0 = (x[3 * j] - x[3 * i]) + (s0 * a[0] + s1 * a[3] + s2 * a[6]);
-                        const double r1 = (x[3 * j + 1] - x[3 * i + 1]) + (s0 * a[1] + s1 * a[4] + s2 * a[7]);
-                        const double r2 = (x[3 * j + 2] - x[3 * i + 2]) + (s0 * a[2] + s1 * a[5] + s2 * a[8]);
-                        const double dd = r0 * r0 + r1 * r1 + r2 * r2;
-                        if (dd < rc2) {
-                            if (out.sender) {
-                                out.sender[count] = j;
-                                out.receiver[count] = i;
-                                out.shifts[3 * count] = s0;
-                                out.shifts[3 * count + 1] = s1;
-                                out.shifts[3 * count + 2] = s2;
-                                out.distances[count] = std::sqrt(dd);
-                            }
-                            ++count;
-                        }
+                        const double d2 = lattice.squared_length(x + 3 * i, x + 3 * j, s0, s1, s2);
+                        if (d2 < rc2) out.put(count++, j, i, s0, s1, s2, d2);
                     }
                 }
         return count;
