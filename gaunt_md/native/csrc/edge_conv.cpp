@@ -251,6 +251,10 @@ void backward(const Shape& s, const T* R, const Table<T>& table, const T* length
 using gaunt_simd::kLanes;
 using gaunt_simd::V;
 
+// full unrolling of the loops over compile-time shapes (paths, components): keeps the
+// accumulators in registers
+#define GAUNT_UNROLL _Pragma("GCC unroll 16")
+
 constexpr int degree_of(int a) { return a < 1 ? 0 : a < 4 ? 1 : a < 9 ? 2 : 3; }
 
 // radial weights of one edge for the channels [off, off + lanes) of every path p = (l3, l1)
@@ -259,11 +263,13 @@ inline void radial_block(const T* R, const Table<T>& table, const T* lengths, in
                          int64_t off, V<T>* r) {
     const int64_t PC = P * C;
     if (R) {
+        GAUNT_UNROLL
         for (int p = 0; p < P; ++p) r[p] = gaunt_simd::load(R + e * PC + p * C + off);
         return;
     }
     T t;
     const T* c0 = table.locate(lengths[e], j, t);
+    GAUNT_UNROLL
     for (int p = 0; p < P; ++p) r[p] = table.value_at(c0, p * C + off, t);
 }
 
@@ -277,20 +283,27 @@ void forward_fast(const Shape& s, const T* R, const Table<T>& table, const T* le
     for (int64_t i = 0; i < s.n_nodes; ++i) {
         for (int64_t off = 0; off < C; off += W) {
             V<T> acc[KO];
+            GAUNT_UNROLL
             for (int k = 0; k < KO; ++k) acc[k] = V<T>{};
             for (int64_t e = rowptr[i]; e < rowptr[i + 1]; ++e) {
                 const T* hj = h + src[e] * C + off;
                 const T* Se = S + e * (KI * KO);
                 V<T> r[P], hv[KI];
                 radial_block<T, P>(R, table, lengths, e, src[e], C, off, r);
+                GAUNT_UNROLL
                 for (int a = 0; a < KI; ++a) hv[a] = gaunt_simd::load(hj + a * NC);
+                GAUNT_UNROLL
                 for (int l3 = 0; l3 < LO1; ++l3) {
                     V<T> x[KI];
+                    GAUNT_UNROLL
                     for (int a = 0; a < KI; ++a) x[a] = r[l3 * LI1 + degree_of(a)] * hv[a];
+                    GAUNT_UNROLL
                     for (int k = l3 * l3; k < (l3 + 1) * (l3 + 1); ++k)
+                        GAUNT_UNROLL
                         for (int a = 0; a < KI; ++a) acc[k] += Se[a * KO + k] * x[a];
                 }
             }
+            GAUNT_UNROLL
             for (int k = 0; k < KO; ++k) gaunt_simd::store(A + k * NC + i * C + off, scale * acc[k]);
         }
     }
@@ -312,6 +325,7 @@ void backward_fast(const Shape& s, const T* R, const Table<T>& table, const T* l
 #pragma omp for schedule(dynamic, 8)
         for (int64_t i = 0; i < s.n_nodes; ++i) {
             gather_scaled(gA, i, KO, NC, C, scale, g_buf.data());
+            const T* gAi = g_buf.data();
             for (int64_t e = rowptr[i]; e < rowptr[i + 1]; ++e) {
                 const int64_t j = src[e];
                 const T* hj = h + j * C;
@@ -319,6 +333,7 @@ void backward_fast(const Shape& s, const T* R, const Table<T>& table, const T* l
                 T* gSe = gS + e * (KI * KO);
                 T t = T(0);
                 const T* c0 = table.data ? table.locate(lengths[e], j, t) : nullptr;
+                GAUNT_UNROLL
                 for (int p = 0; p < P; ++p)
                     for (int64_t b = 0; b < NB; ++b) {
                         const int64_t at = p * C + b * W;
@@ -329,37 +344,50 @@ void backward_fast(const Shape& s, const T* R, const Table<T>& table, const T* l
                             rb[p * NB + b] = gaunt_simd::load(R + e * PC + at);
                         }
                     }
-                V<T> gl = {};  // sum over channels of dL/dR dR/dt
-                for (int l3 = 0; l3 < LO1; ++l3)
-                    for (int a = 0; a < KI; ++a) {
-                        const int p = l3 * LI1 + degree_of(a);
-                        const T* ha = hj + a * NC;
-                        T* gha = gh ? gh + a * NC + j * C : nullptr;
-                        T* gRp = c0 ? nullptr : gR + e * PC + p * C;
-                        V<T> d[(2 * LO1 - 1)];  // dot products of x with dL/dA[k], k of degree l3
-                        for (int k = 0; k < 2 * l3 + 1; ++k) d[k] = V<T>{};
-                        for (int64_t b = 0; b < NB; ++b) {
-                            const V<T> hv = gaunt_simd::load(ha + b * W), r = rb[p * NB + b];
-                            const V<T> x = r * hv;
+                V<T> gl[LO1] = {};  // sum over channels of dL/dR dR/dt, one chain per l3
+                // per input component a: the KO dot products of x = R h with dL/dA (dL/dS[a, :]) in
+                // registers over the channel blocks; per block, dL/dh[a] summed over l3 before it is
+                // added to the thread's buffer
+                GAUNT_UNROLL
+                for (int a = 0; a < KI; ++a) {
+                    const T* ha = hj + a * NC;
+                    T* gha = gh ? gh + a * NC + j * C : nullptr;
+                    V<T> d[KO] = {};
+                    for (int64_t b = 0; b < NB; ++b) {
+                        const V<T> hv = gaunt_simd::load(ha + b * W);
+                        V<T> ghv = {};
+                        GAUNT_UNROLL
+                        for (int l3 = 0; l3 < LO1; ++l3) {
+                            const int p = l3 * LI1 + degree_of(a);
+                            const V<T> r = rb[p * NB + b], x = r * hv;
                             V<T> gx = {};
-                            for (int k = 0; k < 2 * l3 + 1; ++k) {
-                                const int kk = l3 * l3 + k;
-                                const V<T> g = gaunt_simd::load(g_buf.data() + kk * C + b * W);
-                                gx += Se[a * KO + kk] * g;
+                            GAUNT_UNROLL
+                            for (int k = l3 * l3; k < (l3 + 1) * (l3 + 1); ++k) {
+                                const V<T> g = gaunt_simd::load(gAi + k * C + b * W);
+                                gx += Se[a * KO + k] * g;
                                 d[k] += x * g;
                             }
                             const V<T> gr = gx * hv;  // dL/dR[p] from this a
                             if (c0) {
-                                gl += gr * drb[p * NB + b];
+                                gl[l3] += gr * drb[p * NB + b];
                             } else {
                                 // paths are shared by the a of one degree: accumulate (zeroed above)
-                                gaunt_simd::store(gRp + b * W, gaunt_simd::load(gRp + b * W) + gr);
+                                T* gRp = gR + e * PC + p * C + b * W;
+                                gaunt_simd::store(gRp, gaunt_simd::load(gRp) + gr);
                             }
-                            if (gha) gaunt_simd::store(gha + b * W, gaunt_simd::load(gha + b * W) + gx * r);
+                            ghv += gx * r;
                         }
-                        for (int k = 0; k < 2 * l3 + 1; ++k) gSe[a * KO + l3 * l3 + k] = gaunt_simd::sum(d[k]);
+                        if (gha) gaunt_simd::store(gha + b * W, gaunt_simd::load(gha + b * W) + ghv);
                     }
-                if (c0) g_lengths[e] = gaunt_simd::sum(gl) * table.inv_dx;
+                    GAUNT_UNROLL
+                    for (int k = 0; k < KO; ++k) gSe[a * KO + k] = gaunt_simd::sum(d[k]);
+                }
+                if (c0) {
+                    V<T> total = gl[0];
+                    GAUNT_UNROLL
+                    for (int l3 = 1; l3 < LO1; ++l3) total += gl[l3];
+                    g_lengths[e] = gaunt_simd::sum(total) * table.inv_dx;
+                }
             }
         }
     }

@@ -36,6 +36,9 @@ constexpr int kMaxCoef = 64;  // nu_max (l_out + 1)
 using gaunt_simd::kLanes;
 using gaunt_simd::V;
 
+// full unrolling of the loops over compile-time shapes: keeps the accumulators in registers
+#define GAUNT_UNROLL _Pragma("GCC unroll 16")
+
 using gaunt_simd::load_first;   // rows b0 .. b0 + n of one row-innermost array, zero past n
 using gaunt_simd::store_first;
 
@@ -53,18 +56,22 @@ inline V<T> synthesis_point(const V<T>* av, const T* Y, int64_t G, int64_t k_in,
     return f0 + f1;
 }
 
-template <typename T>
+template <typename T, int KT, int LT, int NT>
 inline void load_block(const ProductShape& s, const T* a, const T* coef, int64_t b0, int64_t n, V<T>* av,
                        V<T>* cf) {
-    const int64_t R = s.rows, n_coef = s.nu_max * s.l_out1;
-    for (int64_t j = 0; j < s.k_in; ++j) av[j] = load_first(a + j * R + b0, n);
+    const int64_t R = s.rows, K = KT > 0 ? KT : s.k_in;
+    const int64_t n_coef = (NT > 0 ? NT : s.nu_max) * (LT > 0 ? LT : s.l_out1);
+    GAUNT_UNROLL
+    for (int64_t j = 0; j < K; ++j) av[j] = load_first(a + j * R + b0, n);
+    GAUNT_UNROLL
     for (int64_t p = 0; p < n_coef; ++p) cf[p] = load_first(coef + p * R + b0, n);  // cf[(nu-1) L1 + l]
 }
 
-template <typename T, int KT>
+template <typename T, int KT, int LT, int NT>
 void product_forward(const ProductShape& s, const T* a, const T* coef, const T* Y, const T* Yw, T* out,
                      int n_threads) {
-    const int64_t G = s.grid, L1 = s.l_out1, nu_max = s.nu_max, R = s.rows;
+    const int64_t G = s.grid, L1 = LT > 0 ? LT : s.l_out1, nu_max = NT > 0 ? NT : s.nu_max, R = s.rows;
+    const int64_t K_out = L1 * L1;
     const int64_t n_blocks = (R + kLanes<T> - 1) / kLanes<T>;
 #pragma omp parallel num_threads(n_threads)
     {
@@ -72,26 +79,32 @@ void product_forward(const ProductShape& s, const T* a, const T* coef, const T* 
 #pragma omp for schedule(static)
         for (int64_t blk = 0; blk < n_blocks; ++blk) {
             const int64_t b0 = blk * kLanes<T>, n = std::min<int64_t>(kLanes<T>, R - b0);
-            load_block(s, a, coef, b0, n, av, cf);
-            for (int64_t k = 0; k < s.k_out; ++k) acc[k] = V<T>{};
+            load_block<T, KT, LT, NT>(s, a, coef, b0, n, av, cf);
+            GAUNT_UNROLL
+            for (int64_t k = 0; k < K_out; ++k) acc[k] = V<T>{};
             for (int64_t g = 0; g < G; ++g) {
                 const V<T> f = synthesis_point<T, KT>(av, Y, G, s.k_in, g);
+                GAUNT_UNROLL
                 for (int64_t l = 0; l < L1; ++l) {
                     V<T> q = cf[(nu_max - 1) * L1 + l];  // q = P_l(f) / f = c_1 + f (c_2 + ... f c_nu)
+                    GAUNT_UNROLL
                     for (int64_t nu = nu_max - 1; nu >= 1; --nu) q = q * f + cf[(nu - 1) * L1 + l];
                     q *= f;
+                    GAUNT_UNROLL
                     for (int64_t k = l * l; k < (l + 1) * (l + 1); ++k) acc[k] += Yw[k * G + g] * q;  // deg k = l
                 }
             }
-            for (int64_t k = 0; k < s.k_out; ++k) store_first(out + k * R + b0, acc[k], n);
+            GAUNT_UNROLL
+            for (int64_t k = 0; k < K_out; ++k) store_first(out + k * R + b0, acc[k], n);
         }
     }
 }
 
-template <typename T, int KT>
+template <typename T, int KT, int LT, int NT>
 void product_backward(const ProductShape& s, const T* a, const T* coef, const T* Y, const T* Yw,
                       const T* grad_out, T* grad_a, int n_threads) {
-    const int64_t G = s.grid, L1 = s.l_out1, nu_max = s.nu_max, R = s.rows;
+    const int64_t G = s.grid, L1 = LT > 0 ? LT : s.l_out1, nu_max = NT > 0 ? NT : s.nu_max, R = s.rows;
+    const int64_t K_out = L1 * L1;
     const int64_t n_blocks = (R + kLanes<T> - 1) / kLanes<T>;
     const int64_t K = KT > 0 ? KT : s.k_in;
 #pragma omp parallel num_threads(n_threads)
@@ -101,22 +114,27 @@ void product_backward(const ProductShape& s, const T* a, const T* coef, const T*
 #pragma omp for schedule(static)
         for (int64_t blk = 0; blk < n_blocks; ++blk) {
             const int64_t b0 = blk * kLanes<T>, n = std::min<int64_t>(kLanes<T>, R - b0);
-            load_block(s, a, coef, b0, n, av, cf);
-            for (int64_t k = 0; k < s.k_out; ++k) go[k] = load_first(grad_out + k * R + b0, n);
+            load_block<T, KT, LT, NT>(s, a, coef, b0, n, av, cf);
+            GAUNT_UNROLL
+            for (int64_t k = 0; k < K_out; ++k) go[k] = load_first(grad_out + k * R + b0, n);
             // pass 1: dL/df[g] = sum_l P_l'(f[g]) sum_{deg k = l} Yw[k, g] dL/dout[k]
             for (int64_t g = 0; g < G; ++g) {
                 const V<T> f = synthesis_point<T, KT>(av, Y, G, s.k_in, g);
                 V<T> gfg = {};
+                GAUNT_UNROLL
                 for (int64_t l = 0; l < L1; ++l) {
                     V<T> back = {};
+                    GAUNT_UNROLL
                     for (int64_t k = l * l; k < (l + 1) * (l + 1); ++k) back += Yw[k * G + g] * go[k];
                     V<T> dp = T(nu_max) * cf[(nu_max - 1) * L1 + l];  // P_l'(f) = sum_nu nu c_nu f^(nu-1)
+                    GAUNT_UNROLL
                     for (int64_t nu = nu_max - 1; nu >= 1; --nu) dp = dp * f + T(nu) * cf[(nu - 1) * L1 + l];
                     gfg += dp * back;
                 }
                 gf[g] = gfg;
             }
             // pass 2: dL/da[j] = sum_g Y[j, g] dL/df[g]
+            GAUNT_UNROLL
             for (int64_t j = 0; j < K; ++j) {
                 const T* y = Y + j * G;
                 V<T> acc = {};
@@ -132,6 +150,17 @@ bool fits(const ProductShape& s) {
            s.k_out == s.l_out1 * s.l_out1;
 }
 
+// compile-time shapes for the shipped models (K_in 16, nu_max 3, L_out 1 or 0), runtime ones else
+#define GAUNT_PRODUCT_DISPATCH(FN, T, s, ...)                                 \
+    if ((s).k_in == 16 && (s).nu_max == 3 && (s).l_out1 == 2)                \
+        FN<T, 16, 2, 3>(s, __VA_ARGS__);                                     \
+    else if ((s).k_in == 16 && (s).nu_max == 3 && (s).l_out1 == 1)           \
+        FN<T, 16, 1, 3>(s, __VA_ARGS__);                                     \
+    else if ((s).k_in == 16)                                                 \
+        FN<T, 16, 0, 0>(s, __VA_ARGS__);                                     \
+    else                                                                     \
+        FN<T, 0, 0, 0>(s, __VA_ARGS__);
+
 }  // namespace
 
 extern "C" {
@@ -145,10 +174,7 @@ extern "C" {
                                        const T* Y, const T* Yw, T* out, int n_threads) {                     \
         ProductShape s{rows, k_in, k_out, grid, nu_max, l_out1};                                             \
         if (!fits(s)) return -1;                                                                             \
-        if (k_in == 16)                                                                                      \
-            product_forward<T, 16>(s, a, coef, Y, Yw, out, n_threads);                                       \
-        else                                                                                                 \
-            product_forward<T, 0>(s, a, coef, Y, Yw, out, n_threads);                                        \
+        GAUNT_PRODUCT_DISPATCH(product_forward, T, s, a, coef, Y, Yw, out, n_threads)                        \
         return 0;                                                                                            \
     }                                                                                                        \
     int gaunt_product_backward_##SUFFIX(int64_t rows, int64_t k_in, int64_t k_out, int64_t grid,             \
@@ -157,10 +183,7 @@ extern "C" {
                                         int n_threads) {                                                     \
         ProductShape s{rows, k_in, k_out, grid, nu_max, l_out1};                                             \
         if (!fits(s)) return -1;                                                                             \
-        if (k_in == 16)                                                                                      \
-            product_backward<T, 16>(s, a, coef, Y, Yw, grad_out, grad_a, n_threads);                         \
-        else                                                                                                 \
-            product_backward<T, 0>(s, a, coef, Y, Yw, grad_out, grad_a, n_threads);                          \
+        GAUNT_PRODUCT_DISPATCH(product_backward, T, s, a, coef, Y, Yw, grad_out, grad_a, n_threads)          \
         return 0;                                                                                            \
     }
 
