@@ -163,15 +163,22 @@ class EdgeConvolution(nn.Module):
         from gaunt_md.model.kernels.edge_conv import fused_edge_convolution
 
         _check_frozen(self)
-        n_edges = edge_sh.shape[0]
-        s = torch.matmul(edge_sh, self.coupling_sparse).view(n_edges, self.k_in, self.k_edge)  # [E, K_in, K_A]
+        s = self._edge_coupling(edge_sh)  # [E, K_in, K_A]
         if self.radial_table.numel() > 0:
             return fused_edge_convolution(
                 h, s, edge_index, self.deg_in, self.deg_out,
                 table=self.radial_table, lengths=edge_lengths, dx=self.radial_dx, scale=self.norm,
             )
-        r = self.radial(edge_basis, self.fused_columns).view(n_edges, -1, self.c)  # [E, (l3, l1), C]
+        r = self.radial(edge_basis, self.fused_columns).view(edge_sh.shape[0], -1, self.c)  # [E, (l3, l1), C]
         return fused_edge_convolution(h, s, edge_index, self.deg_in, self.deg_out, radial=r, scale=self.norm)
+
+    @torch.jit.unused
+    def _edge_coupling(self, edge_sh: torch.Tensor) -> torch.Tensor:
+        """``S [E, K_in, K_A]`` of the fused kernels. With scalar features (``l_in = 0``) the coupling
+        ``4 pi G[00, b, k]`` is diagonal (``sqrt(4 pi)`` on it): a scaling, the matmul's numbers."""
+        if self.k_in == 1:
+            return (edge_sh * self.coupling_sparse.diagonal()).unsqueeze(1)
+        return torch.matmul(edge_sh, self.coupling_sparse).view(edge_sh.shape[0], self.k_in, self.k_edge)
 
     @torch.jit.unused
     def folded_message(
@@ -183,8 +190,7 @@ class EdgeConvolution(nn.Module):
         from gaunt_md.model.kernels.edge_conv import fused_edge_convolution
 
         _check_frozen(self)
-        n_edges = edge_sh.shape[0]
-        s = torch.matmul(edge_sh, self.coupling_sparse).view(n_edges, 1, self.k_edge)  # [E, 1, K_A]
+        s = self._edge_coupling(edge_sh)  # [E, 1, K_A]
         ones = torch.ones(1, species.shape[0], self.c, dtype=edge_sh.dtype)
         return fused_edge_convolution(
             ones, s, edge_index, self.deg_in, self.deg_out,

@@ -72,6 +72,14 @@ class GauntPotential(nn.Module):
         # every layer reads its radial weights from a table on CPU (gaunt_md.model.kernels.enable):
         # the radial basis is then not needed there
         self.radial_tabulated = False
+        # the edge harmonics from the C++ kernel of gaunt_md.model.kernels (set by kernels.enable)
+        self.fused_harmonics = False
+
+    @torch.jit.unused
+    def _fused_edge_harmonics(self, edge_vectors: torch.Tensor) -> torch.Tensor:
+        from gaunt_md.model.kernels.harmonics import edge_harmonics
+
+        return edge_harmonics(edge_vectors, self.config.l_max_edge)
 
     def species_index(self, numbers: torch.Tensor) -> torch.Tensor:
         """Map atomic numbers ``[N]`` to species indices (``-1`` where the model has no such element)."""
@@ -86,7 +94,10 @@ class GauntPotential(nn.Module):
     ) -> torch.Tensor:
         species = self.species_index(numbers)  # [N]
         lengths = torch.linalg.norm(edge_vectors, dim=-1)  # [E]
-        edge_sh = self.edge_harmonics(edge_vectors)  # [E, K_A]
+        if self.fused_harmonics and not torch.jit.is_scripting() and edge_vectors.device.type == "cpu":
+            edge_sh = self._fused_edge_harmonics(edge_vectors)  # one C++ pass (kernels.enable)
+        else:
+            edge_sh = self.edge_harmonics(edge_vectors)  # [E, K_A]
         if self.radial_tabulated and not torch.jit.is_scripting() and lengths.device.type == "cpu":
             edge_basis = lengths.new_zeros(0)  # unused: the kernels read tables of the radial MLPs
         else:

@@ -1,7 +1,7 @@
 """Compile the C++ kernels of ``csrc/`` on first use and load them with :mod:`ctypes`.
 
-``csrc/`` holds the model's fused inference kernels (``edge_conv.cpp``, ``product_basis.cpp``;
-Python side in :mod:`gaunt_md.model.kernels`) and the many-small-structures neighbour search
+``csrc/`` holds the model's fused inference kernels (``edge_conv.cpp``, ``product_basis.cpp``,
+``harmonics.cpp``; Python side in :mod:`gaunt_md.model.kernels`) and the many-small-structures neighbour search
 (``neighbors.cpp``; :mod:`gaunt_md.data.image_search`). They share one library and this loader.
 
 The sources use a plain C ABI (no Python or torch headers), so one compiler call builds them in
@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 SOURCES = tuple(sorted((Path(__file__).with_name("csrc")).glob("*.cpp")))
 HEADERS = tuple(sorted((Path(__file__).with_name("csrc")).glob("*.h")))  # hashed with the sources
-ABI_VERSION = 7
+ABI_VERSION = 8
 CXX_FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17"]
 
 _lock = threading.Lock()
@@ -88,7 +88,12 @@ def _declare(lib: ctypes.CDLL) -> None:
         pf.argtypes = head + [ptr, c_int]  # out, n_threads
         pb = getattr(lib, f"gaunt_product_backward_{suffix}")
         pb.argtypes = head + [ptr, ptr, c_int]  # grad_out, grad_a, n_threads
-        for fn in (fwd, bwd):
+        # harmonics.cpp: n, l_max, vectors, ...
+        hf = getattr(lib, f"gaunt_edge_harmonics_forward_{suffix}")
+        hf.argtypes = [i64, i64, ptr, ptr, c_int]  # out, n_threads
+        hb = getattr(lib, f"gaunt_edge_harmonics_backward_{suffix}")
+        hb.argtypes = [i64, i64, ptr, ptr, ptr, c_int]  # grad_out, grad_vectors, n_threads
+        for fn in (fwd, bwd, hf, hb):
             fn.restype = None
         for fn in (pf, pb):
             fn.restype = c_int  # 0, or -1: shape beyond the kernel's limits

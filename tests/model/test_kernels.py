@@ -142,6 +142,49 @@ def test_product_basis_kernel_matches_torch_ops_and_gradcheck(tiny_model_path):
     torch.testing.assert_close(out.view_as(ref), ref, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-14), (torch.float32, 1e-6)])
+@pytest.mark.parametrize("l_max", [0, 1, 2, 3])
+def test_edge_harmonics_kernel_matches_e3nn(l_max, dtype, tol):
+    """Values and vector-Jacobian product of the model's harmonics (e3nn, normalize=True, integral)."""
+    from e3nn import o3
+
+    from gaunt_md.model.kernels.harmonics import edge_harmonics
+
+    gen = torch.Generator().manual_seed(11)
+    v = 3 * torch.randn(300, 3, generator=gen, dtype=dtype)
+    v[0] = 0.0  # a zero vector: Y_00 only, as e3nn (normalize divides by max(|v|, 1e-12))
+    v[1] = torch.tensor([0.0, 2.0, 0.0])  # on the polar axis
+    reference = o3.SphericalHarmonics(list(range(l_max + 1)), normalize=True, normalization="integral")
+    grad = torch.randn(300, (l_max + 1) ** 2, generator=gen, dtype=dtype)
+    a, b = v.clone().requires_grad_(), v.clone().requires_grad_()
+    ya, yb = reference(a), edge_harmonics(b, l_max)
+    torch.testing.assert_close(yb, ya, rtol=0, atol=tol)
+    (yb * grad).sum().backward()
+    if l_max == 0:  # a constant: no gradient at all
+        assert not b.grad.any()
+        return
+    (ya * grad).sum().backward()
+    scale = a.grad.abs().max()
+    torch.testing.assert_close(b.grad / scale, a.grad / scale, rtol=0, atol=10 * tol)
+    assert (b.grad[1:] - a.grad[1:]).abs().max() < 10 * tol * a.grad[1:].abs().max()
+    if dtype == torch.float64:
+        c = v[1:20].clone().requires_grad_()
+        assert torch.autograd.gradcheck(lambda x: edge_harmonics(x, l_max), (c,), atol=1e-8, rtol=1e-6)
+
+
+def test_edge_harmonics_kernel_refuses_what_it_cannot_do():
+    from gaunt_md.model.kernels.harmonics import edge_harmonics
+
+    with pytest.raises(ValueError, match="up to l = 3"):
+        edge_harmonics(torch.ones(2, 3), 4)
+    with pytest.raises(ValueError, match=r"\[E, 3\]"):
+        edge_harmonics(torch.ones(2, 4), 2)
+    x = torch.randn(3, 3, dtype=torch.float64, requires_grad=True)
+    (g,) = torch.autograd.grad(edge_harmonics(x, 3).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError):  # first derivatives only
+        g.sum().backward()
+
+
 # ---------------------------------------------------------------------------------------------
 # whole model: fused kernels == torch ops
 

@@ -6,6 +6,7 @@ module             contents
 ``build``          compile ``csrc/*.cpp`` on first use, load with ctypes, cache per user and CPU
 ``edge_conv``      the edge convolution in one pass over the edges; tabulated radial weights
 ``product_basis``  synthesis, powers, weighted sum and projection in one pass per row
+``harmonics``      the edge spherical harmonics (degrees <= 3) and their derivative, one pass
 =================  ==============================================================================
 
 :func:`enable` switches one :class:`~gaunt_md.model.potential.GauntPotential` to them (what
@@ -21,6 +22,7 @@ import copy
 import torch
 
 from gaunt_md.model.kernels.edge_conv import tabulate_radial
+from gaunt_md.model.kernels.harmonics import MAX_DEGREE
 from gaunt_md.model.kernels.product_basis import supports
 from gaunt_md.native.build import available, load_error
 from gaunt_md.so3.grid import smallest_exact_grid
@@ -48,7 +50,8 @@ def enable(
     after the last ``.to(dtype)``. Changes only this model instance, and only its eager CPU
     forward (TorchScript and CUDA keep the torch ops).
 
-    The product bases run on the exact grid with the fewest points (:func:`_grid_tables`).
+    The product bases run on the exact grid with the fewest points (:func:`_grid_tables`); the
+    edge harmonics come from one C++ pass when the edge degree is at most 3.
 
     ``fold_first_layer`` (with tables): the first layer's node features are the species
     embedding, so everything between it and the product basis is linear in the radial weights
@@ -95,6 +98,7 @@ def enable(
         if product.fused:
             product.fused_synthesis, product.fused_projection = _grid_tables(product.powers)
     potential.radial_tabulated = radial_intervals > 0
+    potential.fused_harmonics = potential.config.l_max_edge <= MAX_DEGREE
     return True
 
 
@@ -137,6 +141,7 @@ def _folded_radial(radial_function, h_up: torch.Tensor, w: torch.Tensor):
 def disable(potential: torch.nn.Module) -> None:
     """Back to the torch ops (radial MLP, no tables)."""
     potential.radial_tabulated = False
+    potential.fused_harmonics = False
     for layer in potential.layers:
         layer.conv.fused = False
         layer.conv.folded = False
