@@ -133,13 +133,26 @@ void product_backward(const ProductShape& s, const T* a, const T* coef, const T*
                 }
                 gf[g] = gfg;
             }
-            // pass 2: dL/da[j] = sum_g Y[j, g] dL/df[g]
-            GAUNT_UNROLL
-            for (int64_t j = 0; j < K; ++j) {
-                const T* y = Y + j * G;
-                V<T> acc = {};
-                for (int64_t g = 0; g < G; ++g) acc += y[g] * gf[g];
-                store_first(grad_a + j * R + b0, acc, n);
+            // pass 2: dL/da[j] = sum_g Y[j, g] dL/df[g]; with K known, the K sums in registers
+            // (one load of dL/df per grid point), else one sum at a time
+            if (KT > 0) {
+                V<T> acc[KT > 0 ? KT : 1];
+                GAUNT_UNROLL
+                for (int j = 0; j < KT; ++j) acc[j] = V<T>{};
+                for (int64_t g = 0; g < G; ++g) {
+                    const V<T> gfg = gf[g];
+                    GAUNT_UNROLL
+                    for (int j = 0; j < KT; ++j) acc[j] += Y[j * G + g] * gfg;
+                }
+                GAUNT_UNROLL
+                for (int j = 0; j < KT; ++j) store_first(grad_a + j * R + b0, acc[j], n);
+            } else {
+                for (int64_t j = 0; j < K; ++j) {
+                    const T* y = Y + j * G;
+                    V<T> acc = {};
+                    for (int64_t g = 0; g < G; ++g) acc += y[g] * gf[g];
+                    store_first(grad_a + j * R + b0, acc, n);
+                }
             }
         }
     }
