@@ -118,6 +118,12 @@ class EdgeConvolution(nn.Module):
         self.register_buffer(
             "fused_columns", radial_index.permute(1, 2, 0).reshape(-1).contiguous(), persistent=False
         )
+        # l_in = 0: the coupling is sqrt(4 pi) times the identity (to rounding), see _edge_coupling
+        diagonal = self.coupling_sparse.diagonal() if l_in == 0 else torch.zeros(1)
+        self.identity_coupling = float(diagonal.mean())
+        if l_in == 0 and not torch.allclose(self.coupling_sparse, diagonal.mean() * torch.eye(k_edge, dtype=g.dtype),
+                                            rtol=0, atol=1e-14):
+            raise AssertionError("the l_in = 0 Gaunt coupling should be sqrt(4 pi) times the identity")
         self.register_buffer("deg_in", degree_of_index(l_in), persistent=False)
         self.register_buffer("deg_out", degree_of_index(l_edge), persistent=False)
 
@@ -163,22 +169,24 @@ class EdgeConvolution(nn.Module):
         from gaunt_md.model.kernels.edge_conv import fused_edge_convolution
 
         _check_frozen(self)
-        s = self._edge_coupling(edge_sh)  # [E, K_in, K_A]
+        s, factor = self._edge_coupling(edge_sh)  # S = factor * s, [E, K_in, K_A]
         if self.radial_table.numel() > 0:
             return fused_edge_convolution(
                 h, s, edge_index, self.deg_in, self.deg_out,
-                table=self.radial_table, lengths=edge_lengths, dx=self.radial_dx, scale=self.norm,
+                table=self.radial_table, lengths=edge_lengths, dx=self.radial_dx, scale=self.norm * factor,
             )
         r = self.radial(edge_basis, self.fused_columns).view(edge_sh.shape[0], -1, self.c)  # [E, (l3, l1), C]
-        return fused_edge_convolution(h, s, edge_index, self.deg_in, self.deg_out, radial=r, scale=self.norm)
+        return fused_edge_convolution(h, s, edge_index, self.deg_in, self.deg_out, radial=r, scale=self.norm * factor)
 
     @torch.jit.unused
-    def _edge_coupling(self, edge_sh: torch.Tensor) -> torch.Tensor:
-        """``S [E, K_in, K_A]`` of the fused kernels. With scalar features (``l_in = 0``) the coupling
-        ``4 pi G[00, b, k]`` is diagonal (``sqrt(4 pi)`` on it): a scaling, the matmul's numbers."""
+    def _edge_coupling(self, edge_sh: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """``S [E, K_in, K_A]`` of the fused kernels, as ``(s, factor)`` with ``S = factor * s``. With
+        scalar features (``l_in = 0``) the coupling ``4 pi G[00, b, k]`` is ``sqrt(4 pi)`` times the
+        identity (to rounding): ``s`` is then the harmonics themselves and the factor goes into the
+        kernel's final scale, instead of a matmul or a scaling pass over the edges."""
         if self.k_in == 1:
-            return (edge_sh * self.coupling_sparse.diagonal()).unsqueeze(1)
-        return torch.matmul(edge_sh, self.coupling_sparse).view(edge_sh.shape[0], self.k_in, self.k_edge)
+            return edge_sh.unsqueeze(1), self.identity_coupling
+        return torch.matmul(edge_sh, self.coupling_sparse).view(edge_sh.shape[0], self.k_in, self.k_edge), 1.0
 
     @torch.jit.unused
     def folded_message(
@@ -190,11 +198,11 @@ class EdgeConvolution(nn.Module):
         from gaunt_md.model.kernels.edge_conv import fused_edge_convolution
 
         _check_frozen(self)
-        s = self._edge_coupling(edge_sh)  # [E, 1, K_A]
+        s, factor = self._edge_coupling(edge_sh)  # S = factor * s, [E, 1, K_A]
         ones = torch.ones(1, species.shape[0], self.c, dtype=edge_sh.dtype)
         return fused_edge_convolution(
             ones, s, edge_index, self.deg_in, self.deg_out,
-            table=self.radial_table, lengths=edge_lengths, dx=self.radial_dx, scale=self.norm, species=species,
+            table=self.radial_table, lengths=edge_lengths, dx=self.radial_dx, scale=self.norm * factor, species=species,
         )
 
 

@@ -76,10 +76,10 @@ class GauntPotential(nn.Module):
         self.fused_harmonics = False
 
     @torch.jit.unused
-    def _fused_edge_harmonics(self, edge_vectors: torch.Tensor) -> torch.Tensor:
-        from gaunt_md.model.kernels.harmonics import edge_harmonics
+    def _fused_edge_geometry(self, edge_vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        from gaunt_md.model.kernels.harmonics import edge_geometry
 
-        return edge_harmonics(edge_vectors, self.config.l_max_edge)
+        return edge_geometry(edge_vectors, self.config.l_max_edge)
 
     def species_index(self, numbers: torch.Tensor) -> torch.Tensor:
         """Map atomic numbers ``[N]`` to species indices (``-1`` where the model has no such element)."""
@@ -93,10 +93,10 @@ class GauntPotential(nn.Module):
         include_e0: bool = True,
     ) -> torch.Tensor:
         species = self.species_index(numbers)  # [N]
-        lengths = torch.linalg.norm(edge_vectors, dim=-1)  # [E]
         if self.fused_harmonics and not torch.jit.is_scripting() and edge_vectors.device.type == "cpu":
-            edge_sh = self._fused_edge_harmonics(edge_vectors)  # one C++ pass (kernels.enable)
+            edge_sh, lengths = self._fused_edge_geometry(edge_vectors)  # one C++ pass (kernels.enable)
         else:
+            lengths = torch.linalg.norm(edge_vectors, dim=-1)  # [E]
             edge_sh = self.edge_harmonics(edge_vectors)  # [E, K_A]
         if self.radial_tabulated and not torch.jit.is_scripting() and lengths.device.type == "cpu":
             edge_basis = lengths.new_zeros(0)  # unused: the kernels read tables of the radial MLPs

@@ -90,9 +90,9 @@ def _declare(lib: ctypes.CDLL) -> None:
         pb.argtypes = head + [ptr, ptr, c_int]  # grad_out, grad_a, n_threads
         # harmonics.cpp: n, l_max, vectors, ...
         hf = getattr(lib, f"gaunt_edge_harmonics_forward_{suffix}")
-        hf.argtypes = [i64, i64, ptr, ptr, c_int]  # out, n_threads
+        hf.argtypes = [i64, i64, ptr, ptr, ptr, c_int]  # out, lengths, n_threads
         hb = getattr(lib, f"gaunt_edge_harmonics_backward_{suffix}")
-        hb.argtypes = [i64, i64, ptr, ptr, ptr, c_int]  # grad_out, grad_vectors, n_threads
+        hb.argtypes = [i64, i64, ptr, ptr, ptr, ptr, c_int]  # grad_out, grad_lengths, grad_vectors, n_threads
         for fn in (fwd, bwd, hf, hb):
             fn.restype = None
         for fn in (pf, pb):

@@ -172,6 +172,28 @@ def test_edge_harmonics_kernel_matches_e3nn(l_max, dtype, tol):
         assert torch.autograd.gradcheck(lambda x: edge_harmonics(x, l_max), (c,), atol=1e-8, rtol=1e-6)
 
 
+def test_edge_geometry_kernel_gives_lengths_and_their_gradient():
+    """The lengths come from the same pass; their gradient joins the harmonics' (v / |v|, zero at 0)."""
+    from gaunt_md.model.kernels.harmonics import edge_geometry
+
+    gen = torch.Generator().manual_seed(12)
+    v = 2 * torch.randn(50, 3, generator=gen, dtype=torch.float64)
+    v[0] = 0.0
+    w = torch.randn(50, 16, generator=gen, dtype=torch.float64)
+    a, b = v.clone().requires_grad_(), v.clone().requires_grad_()
+    sh, lengths = edge_geometry(b, 3)
+    torch.testing.assert_close(lengths, torch.linalg.norm(v, dim=-1), rtol=1e-15, atol=0)
+    ((sh * w).sum() + (lengths**3).sum()).backward()
+    from e3nn import o3
+
+    ref = o3.SphericalHarmonics(list(range(4)), normalize=True, normalization="integral")(a)
+    ((ref * w).sum() + (torch.linalg.norm(a, dim=-1) ** 3).sum()).backward()
+    torch.testing.assert_close(b.grad, a.grad, rtol=1e-12, atol=1e-12)
+    c = v[1:10].clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda x: edge_geometry(x, 3), (c,), atol=1e-8, rtol=1e-6)
+    assert torch.autograd.gradcheck(lambda x: edge_geometry(x, 2)[1], (c,), atol=1e-8, rtol=1e-6)  # lengths only
+
+
 def test_edge_harmonics_kernel_refuses_what_it_cannot_do():
     from gaunt_md.model.kernels.harmonics import edge_harmonics
 

@@ -1,6 +1,8 @@
-// Real spherical harmonics of edge vectors, degrees 0..3, and their vector-Jacobian product.
+// Real spherical harmonics of edge vectors, degrees 0..3, and the edge lengths, with their
+// vector-Jacobian product.
 //
-//   Y[e, l*l + l + m] = e3nn's "component" harmonics of v_e / |v_e| divided by sqrt(4 pi)
+//   Y[e, l*l + l + m] = e3nn's "component" harmonics of v_e / |v_e| divided by sqrt(4 pi),
+//   r[e] = |v_e|
 //
 // which is gaunt_md.so3.spherical_harmonics and the model's o3.SphericalHarmonics(normalize=True,
 // normalization="integral"): e3nn's frame (y the polar axis), basis and order, written out to
@@ -75,21 +77,25 @@ T sh_norm() {
 }
 
 template <typename T>
-void forward(int64_t n, int l_max, const T* vectors, T* out, int n_threads) {
+void forward(int64_t n, int l_max, const T* vectors, T* out, T* lengths, int n_threads) {
     const int64_t K = (l_max + 1) * (l_max + 1);
     const T norm = sh_norm<T>();
 #pragma omp parallel for simd schedule(static) num_threads(n_threads)
     for (int64_t e = 0; e < n; ++e) {
         const T* v = vectors + 3 * e;
-        const T inv = inverse_length(v);
+        const T r = std::sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2]);
+        const T inv = T(1) / (r > T(1e-12) ? r : T(1e-12));
+        lengths[e] = r;
         harmonics<T, T>(v[0] * inv, v[1] * inv, v[2] * inv, T(1), l_max, norm, out + K * e);
     }
 }
 
-// dL/dv = (I - u u^T) / |v| (dY/du)^T dL/dY, u = v / |v| (|v| > 1e-12; else dL/du / 1e-12).
+// dL/dv = (I - u u^T) / |v| (dY/du)^T dL/dY + u dL/dr, u = v / |v| (the first term is
+// dL/du / 1e-12 for |v| <= 1e-12, the second zero at v = 0: what torch's ops give).
 // L: l_max as a compile-time constant, so that the loop over edges vectorises.
 template <typename T, int L>
-void backward(int64_t n, const T* vectors, const T* grad_out, T* grad_vectors, int n_threads) {
+void backward(int64_t n, const T* vectors, const T* grad_out, const T* grad_lengths, T* grad_vectors,
+              int n_threads) {
     constexpr int K = (L + 1) * (L + 1);
     const T norm = sh_norm<T>();
 #pragma omp parallel for simd schedule(static) num_threads(n_threads)
@@ -108,20 +114,24 @@ void backward(int64_t n, const T* vectors, const T* grad_out, T* grad_vectors, i
         }
         const bool tiny = v[0] * v[0] + v[1] * v[1] + v[2] * v[2] <= T(1e-24);
         const T radial = tiny ? T(0) : ux * gx + uy * gy + uz * gz;
+        // d|v|/dv = v / |v| (zero at v = 0, as torch's norm)
+        const T r2 = v[0] * v[0] + v[1] * v[1] + v[2] * v[2];
+        const T g_r = (grad_lengths && r2 > T(0)) ? grad_lengths[e] / std::sqrt(r2) : T(0);
         T* out = grad_vectors + 3 * e;
-        out[0] = (gx - radial * ux) * inv;
-        out[1] = (gy - radial * uy) * inv;
-        out[2] = (gz - radial * uz) * inv;
+        out[0] = (gx - radial * ux) * inv + g_r * v[0];
+        out[1] = (gy - radial * uy) * inv + g_r * v[1];
+        out[2] = (gz - radial * uz) * inv + g_r * v[2];
     }
 }
 
 template <typename T>
-void backward_any(int64_t n, int l_max, const T* vectors, const T* grad_out, T* grad_vectors, int n_threads) {
+void backward_any(int64_t n, int l_max, const T* vectors, const T* grad_out, const T* grad_lengths,
+                  T* grad_vectors, int n_threads) {
     switch (l_max) {
-        case 0: backward<T, 0>(n, vectors, grad_out, grad_vectors, n_threads); break;
-        case 1: backward<T, 1>(n, vectors, grad_out, grad_vectors, n_threads); break;
-        case 2: backward<T, 2>(n, vectors, grad_out, grad_vectors, n_threads); break;
-        default: backward<T, 3>(n, vectors, grad_out, grad_vectors, n_threads); break;
+        case 0: backward<T, 0>(n, vectors, grad_out, grad_lengths, grad_vectors, n_threads); break;
+        case 1: backward<T, 1>(n, vectors, grad_out, grad_lengths, grad_vectors, n_threads); break;
+        case 2: backward<T, 2>(n, vectors, grad_out, grad_lengths, grad_vectors, n_threads); break;
+        default: backward<T, 3>(n, vectors, grad_out, grad_lengths, grad_vectors, n_threads); break;
     }
 }
 
@@ -129,15 +139,16 @@ void backward_any(int64_t n, int l_max, const T* vectors, const T* grad_out, T* 
 
 extern "C" {
 
-// vectors [n, 3], out [n, (l_max+1)^2], l_max <= 3
+// vectors [n, 3], out [n, (l_max+1)^2], lengths [n], l_max <= 3; grad_lengths may be NULL (zero)
 #define GAUNT_HARMONICS_DEFINE(SUFFIX, T)                                                                     \
     void gaunt_edge_harmonics_forward_##SUFFIX(int64_t n, int64_t l_max, const T* vectors, T* out,            \
-                                               int n_threads) {                                               \
-        forward<T>(n, static_cast<int>(l_max), vectors, out, n_threads);                                      \
+                                               T* lengths, int n_threads) {                                   \
+        forward<T>(n, static_cast<int>(l_max), vectors, out, lengths, n_threads);                             \
     }                                                                                                         \
     void gaunt_edge_harmonics_backward_##SUFFIX(int64_t n, int64_t l_max, const T* vectors,                   \
-                                                const T* grad_out, T* grad_vectors, int n_threads) {          \
-        backward_any<T>(n, static_cast<int>(l_max), vectors, grad_out, grad_vectors, n_threads);              \
+                                                const T* grad_out, const T* grad_lengths, T* grad_vectors,    \
+                                                int n_threads) {                                              \
+        backward_any<T>(n, static_cast<int>(l_max), vectors, grad_out, grad_lengths, grad_vectors, n_threads); \
     }
 
 GAUNT_HARMONICS_DEFINE(f32, float)
