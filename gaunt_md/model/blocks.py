@@ -318,7 +318,10 @@ class InteractionLayer(nn.Module):
         skip = self.skip(h[: self.k_skip], species)
         if self.k_skip == out.shape[0]:
             return out + skip
-        return torch.cat([out[: self.k_skip] + skip, out[self.k_skip :]], dim=0)
+        # in place on the linear map's output (its backward does not need it): no copy of the
+        # higher degrees, and no zero-filled gradients of slices as with a concatenation
+        out[: self.k_skip] += skip
+        return out
 
 
 class ScalarReadout(nn.Module):
