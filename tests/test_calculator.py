@@ -141,6 +141,31 @@ def test_caching_follows_check_state(calc64, rng):
     assert counter.calls == 5
 
 
+
+def test_check_state_agrees_with_ase(calc64, rng):
+    """The fast path for identical atoms reports what ASE's compare_atoms reports, change by change."""
+    from ase.calculators.calculator import compare_atoms
+
+    atoms = example_triclinic_cell(rng)
+    atoms.calc = calc64
+    atoms.get_potential_energy()
+    edits = {
+        "nothing": lambda a: None,
+        "momenta (not a system change)": lambda a: a.set_momenta(np.ones((len(a), 3))),
+        "position by 1e-12 Å": lambda a: a.positions.__setitem__((0, 1), a.positions[0, 1] + 1e-12),
+        "position by 1e-17 Å (within ASE's tolerance)": lambda a: a.positions.__setitem__((0, 1), a.positions[0, 1] + 1e-17),
+        "cell": lambda a: a.set_cell(a.cell.array * 1.001),
+        "pbc": lambda a: a.set_pbc([True, True, False]),
+        "numbers": lambda a: a.numbers.__setitem__(0, 6),
+        "initial charges": lambda a: a.set_initial_charges(np.full(len(a), 0.5)),
+        "initial magnetic moments": lambda a: a.set_initial_magnetic_moments(np.ones(len(a))),
+    }
+    for name, edit in edits.items():
+        changed = atoms.copy()
+        edit(changed)
+        assert sorted(calc64.check_state(changed)) == sorted(compare_atoms(calc64.atoms, changed)), name
+    assert calc64.check_state(atoms.copy()) == []
+    assert "positions" in calc64.check_state(atoms[:-1])
 def test_cell_filter_step_costs_one_model_call(calc64, rng):
     from ase.filters import FrechetCellFilter
 
