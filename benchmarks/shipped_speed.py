@@ -12,7 +12,6 @@ move timings by up to 2x, so compare numbers measured in one run.
 from __future__ import annotations
 
 import statistics
-import sys
 import time
 from pathlib import Path
 
