@@ -208,10 +208,10 @@ def _load_config(path: str, parser: argparse.ArgumentParser) -> dict[str, Any]:
 
 #: Below this many atoms relax/md/eos run on one torch thread unless --threads says otherwise: a
 #: step is then a few hundred small ops, and waking a second (sleeping, OMP_WAIT_POLICY=PASSIVE) OpenMP
-#: thread for each costs more than it saves. Measured with the register-blocked kernels
-#: (benchmarks/threads.py, results/threads_2026-11-29b.md): 2 threads took 1.7-2.1x longer per step
-#: at 8 and 27 atoms, 1.2-1.4x at 64, 0.90-1.06x at 216 and 0.81-0.94x at 512.
-SMALL_SYSTEM_ATOMS = 200
+#: thread for each costs more than it saves. Measured with benchmarks/threads.py
+#: (results/threads_2026-12-04.md): 2 threads took 1.7-2.0x longer per step at 8 and 27 atoms,
+#: 1.4-1.5x at 64, 1.06-1.30x at 216, and 0.84x (float64) / 1.03x (float32) at 512.
+SMALL_SYSTEM_ATOMS = 400
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
