@@ -1,4 +1,4 @@
-"""Fused C++ kernels for inference on CPU: the edge convolution and the Gaunt product basis.
+"""Fused C++ kernels for CPU inference: edge convolution, Gaunt product basis, edge harmonics.
 
 =================  ==============================================================================
 module             contents
