@@ -207,7 +207,14 @@ class EdgeConvolution(nn.Module):
 
 
 def _check_frozen(module: nn.Module) -> None:
-    if torch.is_grad_enabled() and any(p.requires_grad for p in module.parameters()):
+    if not torch.is_grad_enabled():
+        return
+    # the module's parameters, listed once: module.parameters() walks the submodules on every call,
+    # which cost ~3% of a small MD step (the Parameter objects stay; in-place updates keep them)
+    params = getattr(module, "_parameters_checked", None)
+    if params is None:
+        params = module._parameters_checked = tuple(module.parameters())
+    if any(p.requires_grad for p in params):
         raise RuntimeError(
             "the fused kernels are for inference (first derivatives only, tables of frozen weights); "
             "call gaunt_md.model.kernels.disable(model) before training"
