@@ -253,6 +253,24 @@ def test_fused_model_matches_torch_ops_exactly(tiny_model_path, shuffle_edges):
     assert ref["forces"].abs().max() > 1e-3
 
 
+def test_small_kernel_calls_skip_sleeping_threads(monkeypatch):
+    """One thread below the work threshold only when OpenMP threads sleep between regions."""
+    from gaunt_md.native.build import threads_for
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        monkeypatch.setenv("OMP_WAIT_POLICY", "passive")
+        assert threads_for(100, 512) == 1
+        assert threads_for(512, 512) == 2
+        monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+        assert threads_for(100, 512) == 2
+        monkeypatch.delenv("OMP_WAIT_POLICY")
+        assert threads_for(100, 512) == 2
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_two_threads_give_the_same_numbers(tiny_model_path):
     """The backward pass scatters over senders into one buffer per thread."""
     model, _ = load_checkpoint(tiny_model_path, dtype=torch.float64)

@@ -24,7 +24,10 @@ from typing import Optional
 import torch
 from torch.autograd.function import once_differentiable
 
-from gaunt_md.native.build import pointer, require_library, suffix
+from gaunt_md.native.build import pointer, require_library, suffix, threads_for
+
+#: Below this many edges the edge kernels run on one thread (see threads_for).
+PARALLEL_EDGES = 512
 
 
 class _FusedEdgeConvolution(torch.autograd.Function):
@@ -42,7 +45,7 @@ class _FusedEdgeConvolution(torch.autograd.Function):
                 pointer(lengths), pointer(h), pointer(coupling), pointer(src), pointer(rowptr), pointer(deg_in),
                 pointer(deg_out), float(scale))
         out = torch.empty((k_out, n_nodes, channels), dtype=h.dtype)
-        getattr(lib, f"gaunt_edge_conv_forward_{suffix(h.dtype)}")(*head, pointer(out), torch.get_num_threads())
+        getattr(lib, f"gaunt_edge_conv_forward_{suffix(h.dtype)}")(*head, pointer(out), threads_for(n_edges, PARALLEL_EDGES))
         ctx.save_for_backward(radial, table, lengths, h, coupling, src, rowptr, deg_in, deg_out, species)
         ctx.head = head
         return out
@@ -52,7 +55,7 @@ class _FusedEdgeConvolution(torch.autograd.Function):
     def backward(ctx, grad_out):  # type: ignore[override]
         radial, table, lengths, h, coupling = ctx.saved_tensors[:5]  # keeps the pointers in ctx.head alive
         lib = require_library()
-        n_threads = torch.get_num_threads()
+        n_threads = threads_for(ctx.head[0], PARALLEL_EDGES)
         grad_out = grad_out.contiguous()
         grad_radial = None if radial is None else torch.empty_like(radial)
         grad_lengths = None if lengths is None else torch.empty_like(lengths)

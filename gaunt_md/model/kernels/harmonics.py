@@ -12,10 +12,13 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from gaunt_md.native.build import pointer, require_library, suffix
+from gaunt_md.native.build import pointer, require_library, suffix, threads_for
 
 #: Highest degree the kernel writes out.
 MAX_DEGREE = 3
+
+#: Below this many edges the harmonics run on one thread (see threads_for).
+PARALLEL_EDGES = 8192
 
 
 class _FusedEdgeHarmonics(torch.autograd.Function):
@@ -24,7 +27,8 @@ class _FusedEdgeHarmonics(torch.autograd.Function):
         out = torch.empty((vectors.shape[0], (l_max + 1) ** 2), dtype=vectors.dtype)
         lengths = torch.empty(vectors.shape[0], dtype=vectors.dtype)
         getattr(require_library(), f"gaunt_edge_harmonics_forward_{suffix(vectors.dtype)}")(
-            vectors.shape[0], l_max, pointer(vectors), pointer(out), pointer(lengths), torch.get_num_threads()
+            vectors.shape[0], l_max, pointer(vectors), pointer(out), pointer(lengths),
+            threads_for(vectors.shape[0], PARALLEL_EDGES),
         )
         ctx.save_for_backward(vectors)
         ctx.l_max = l_max
@@ -41,7 +45,7 @@ class _FusedEdgeHarmonics(torch.autograd.Function):
         grad_vectors = torch.empty_like(vectors)
         getattr(require_library(), f"gaunt_edge_harmonics_backward_{suffix(vectors.dtype)}")(
             vectors.shape[0], ctx.l_max, pointer(vectors), pointer(grad_out), pointer(grad_lengths),
-            pointer(grad_vectors), torch.get_num_threads(),
+            pointer(grad_vectors), threads_for(vectors.shape[0], PARALLEL_EDGES),
         )
         return grad_vectors, None
 

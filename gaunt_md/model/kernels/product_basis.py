@@ -21,7 +21,10 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from gaunt_md.native.build import pointer, require_library, suffix
+from gaunt_md.native.build import pointer, require_library, suffix, threads_for
+
+#: Below this many (node, channel) rows the product basis runs on one thread (see threads_for).
+PARALLEL_ROWS = 4096
 
 
 class _FusedProductBasis(torch.autograd.Function):
@@ -34,7 +37,8 @@ class _FusedProductBasis(torch.autograd.Function):
         head = (rows, k_in, k_out, grid, nu_max, l_out1, pointer(a), pointer(coef), pointer(synthesis),
                 pointer(projection))
         out = torch.empty((k_out, rows), dtype=a.dtype)
-        _check(getattr(lib, f"gaunt_product_forward_{suffix(a.dtype)}")(*head, pointer(out), torch.get_num_threads()), head)
+        threads = threads_for(rows, PARALLEL_ROWS)
+        _check(getattr(lib, f"gaunt_product_forward_{suffix(a.dtype)}")(*head, pointer(out), threads), head)
         ctx.save_for_backward(a, coef, synthesis, projection)  # keeps ctx.head's pointers valid
         ctx.head = head
         return out
@@ -46,7 +50,7 @@ class _FusedProductBasis(torch.autograd.Function):
         grad_out = grad_out.contiguous()
         grad_a = torch.empty_like(a)
         _check(getattr(require_library(), f"gaunt_product_backward_{suffix(a.dtype)}")(
-            *ctx.head, pointer(grad_out), pointer(grad_a), torch.get_num_threads()
+            *ctx.head, pointer(grad_out), pointer(grad_a), threads_for(ctx.head[0], PARALLEL_ROWS)
         ), ctx.head)
         return grad_a, None, None, None
 
