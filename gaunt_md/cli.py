@@ -209,8 +209,8 @@ def _load_config(path: str, parser: argparse.ArgumentParser) -> dict[str, Any]:
 #: Below this many atoms relax/md/eos run on one torch thread unless --threads says otherwise: a
 #: step is then a few hundred small ops, and waking a second (sleeping, OMP_WAIT_POLICY=PASSIVE) OpenMP
 #: thread for each costs more than it saves. Measured with benchmarks/threads.py
-#: (results/threads_2026-12-04.md): 2 threads took 1.7-2.0x longer per step at 8 and 27 atoms,
-#: 1.4-1.5x at 64, 1.06-1.30x at 216, and 0.84x (float64) / 1.03x (float32) at 512.
+#: (results/threads_2026-12-04b.md): 2 threads took 1.4-1.6x longer per step at 8 and 27 atoms,
+#: 1.3-1.4x at 64, 1.03-1.23x at 216, and 0.84x (float64) / 0.99x (float32) at 512.
 SMALL_SYSTEM_ATOMS = 400
 
 
