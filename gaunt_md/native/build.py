@@ -165,7 +165,8 @@ def threads_for(work: int, minimum: int) -> int:
     thread saves on the few hundred edges of a small structure: single calls on 2-8-atom cells
     took 4.5 ms with two passive threads and 3.5 ms with the kernels on one
     (benchmarks/model_speed.py --batch). Spinning threads (libgomp's default) cost nothing to
-    wake, and there the same calls were ~12% faster on two threads, so they keep them."""
+    wake: there the same calls took 2.2 / 2.5 ms (float32 / float64) on two threads against
+    2.4 / 2.8 on one (results/model_batch*_2026-12-04b.md), so they keep both."""
     import torch
 
     threads = torch.get_num_threads()
