@@ -163,10 +163,11 @@ def threads_for(work: int, minimum: int) -> int:
 
     Waking a sleeping thread costs tens of microseconds per parallel region, more than a second
     thread saves on the few hundred edges of a small structure: single calls on 2-8-atom cells
-    took 4.5 ms with two passive threads and 3.5 ms with the kernels on one
-    (benchmarks/model_speed.py --batch). Spinning threads (libgomp's default) cost nothing to
-    wake: there the same calls took 2.2 / 2.5 ms (float32 / float64) on two threads against
-    2.4 / 2.8 on one (results/model_batch*_2026-12-04b.md), so they keep both."""
+    took 4.6 / 5.4 ms (float32 / float64) with two passive threads and 3.6 / 4.1 ms with the
+    kernels on one (benchmarks/model_speed.py --batch; results/model_batch_2026-12-04.md and
+    ..._2026-12-04b.md). Spinning threads (libgomp's default) cost nothing to wake: there the
+    same calls took 2.2 / 2.5 ms on two threads against 2.4 / 2.8 on one
+    (results/model_batch*_2026-12-04b.md), so they keep both."""
     import torch
 
     threads = torch.get_num_threads()
