@@ -161,8 +161,8 @@ def threads_for(work: int, minimum: int) -> int:
     """OpenMP threads for a kernel call: torch's thread count, or 1 below ``minimum`` items of work
     when the OpenMP threads sleep between parallel regions (``OMP_WAIT_POLICY=PASSIVE``).
 
-    Waking a sleeping thread costs tens of microseconds per parallel region, more than a second
-    thread saves on the few hundred edges of a small structure: single calls on 2-8-atom cells
+    Waking the sleeping threads for every parallel region costs more than a second thread saves
+    on the few hundred edges of a small structure: single calls on 2-8-atom cells
     took 4.6 / 5.4 ms (float32 / float64) with two passive threads and 3.6 / 4.1 ms with the
     kernels on one (benchmarks/model_speed.py --batch; results/model_batch_2026-12-04.md and
     ..._2026-12-04b.md). Spinning threads (libgomp's default) cost nothing to wake: there the
