@@ -245,8 +245,9 @@ void backward(const Shape& s, const T* R, const Table<T>& table, const T* length
 // (l_in = 1), L_A = 2 or 3, channels a multiple of one 64-byte vector. The same sums as above,
 // with the loops arranged so that the accumulators stay in vector registers:
 //   forward: per receiver and vector of channels, the K_out accumulators of A, walking the edges;
-//   backward: per edge, per (l3, a), dL/dx in registers over the channels, the dot products for
-//   dL/dS reduced once, and dL/dr per edge accumulated without writing dL/dR.
+//   backward: per edge and input component a, the K_out dot products for dL/dS in registers over
+//   the vectors of channels (reduced once), dL/dh summed over l3 before it is written, and dL/dr
+//   per edge accumulated without writing dL/dR.
 
 using gaunt_simd::kLanes;
 using gaunt_simd::V;

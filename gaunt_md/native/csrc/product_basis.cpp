@@ -13,7 +13,9 @@
 // and outputs in registers, and the tables broadcast one number at a time. No [B, nu, G] tensor
 // is ever written (what the torch ops pay for), and there are no horizontal sums.
 // The backward pass gives dL/da (the weights are frozen at inference); f is recomputed.
-// K_in = 16 (l_max 3) has its own instantiation: the synthesis sum over j then unrolls.
+// K_in = 16 (l_max 3) has its own instantiations: the synthesis sum over j then unrolls, and the
+// backward keeps the 16 sums of dL/da in registers; with nu_max and L_out + 1 also fixed (the
+// shipped models' 3 and 2 or 1) every loop over them unrolls (GAUNT_PRODUCT_DISPATCH).
 
 #include <algorithm>
 #include <cstdint>
