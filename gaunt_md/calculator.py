@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
+_CHECKED_ARRAYS = tuple(change for change in all_changes if change not in ("cell", "pbc"))
+
+
 def _identical(a: Atoms, b: Atoms) -> bool:
     """No change ASE's ``compare_atoms`` would see: cell, pbc and the arrays it checks (positions,
     numbers, initial charges and magnetic moments; not momenta) bit for bit, no tolerances."""
@@ -47,9 +50,6 @@ def _identical(a: Atoms, b: Atoms) -> bool:
         if key in a.arrays and not np.array_equal(a.arrays[key], b.arrays[key]):
             return False
     return True
-
-
-_CHECKED_ARRAYS = tuple(change for change in all_changes if change not in ("cell", "pbc"))
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -173,8 +173,8 @@ class GauntCalculator(Calculator):
         """ASE's check, after a fast path for atoms identical to the last ones.
 
         ASE compares every array with ``np.allclose``, and an MD step asks several times (forces,
-        energy, stress): for small cells that was ~10% of the step. Bit-identical cell, pbc and
-        arrays mean no change under any tolerance; anything else goes to ASE's comparison.
+        energy, stress). Bit-identical cell, pbc and arrays mean no change under any tolerance;
+        anything else goes to ASE's comparison.
         """
         old = self.atoms
         if old is not None and _identical(old, atoms):

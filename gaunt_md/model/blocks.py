@@ -119,11 +119,12 @@ class EdgeConvolution(nn.Module):
             "fused_columns", radial_index.permute(1, 2, 0).reshape(-1).contiguous(), persistent=False
         )
         # l_in = 0: the coupling is sqrt(4 pi) times the identity (to rounding), see _edge_coupling
-        diagonal = self.coupling_sparse.diagonal() if l_in == 0 else torch.zeros(1)
-        self.identity_coupling = float(diagonal.mean())
-        if l_in == 0 and not torch.allclose(self.coupling_sparse, diagonal.mean() * torch.eye(k_edge, dtype=g.dtype),
-                                            rtol=0, atol=1e-14):
-            raise AssertionError("the l_in = 0 Gaunt coupling should be sqrt(4 pi) times the identity")
+        self.identity_coupling = 1.0
+        if l_in == 0:
+            factor = self.coupling_sparse.diagonal().mean()
+            if not torch.allclose(self.coupling_sparse, factor * torch.eye(k_edge, dtype=g.dtype), rtol=0, atol=1e-14):
+                raise AssertionError("the l_in = 0 Gaunt coupling should be sqrt(4 pi) times the identity")
+            self.identity_coupling = float(factor)
         self.register_buffer("deg_in", degree_of_index(l_in), persistent=False)
         self.register_buffer("deg_out", degree_of_index(l_edge), persistent=False)
 
@@ -209,8 +210,8 @@ class EdgeConvolution(nn.Module):
 def _check_frozen(module: nn.Module) -> None:
     if not torch.is_grad_enabled():
         return
-    # the module's parameters, listed once: module.parameters() walks the submodules on every call,
-    # which cost ~3% of a small MD step (the Parameter objects stay; in-place updates keep them)
+    # the module's parameters, listed once: module.parameters() walks the submodules on every call
+    # (the Parameter objects stay; in-place updates keep them)
     params = getattr(module, "_parameters_checked", None)
     if params is None:
         params = module._parameters_checked = tuple(module.parameters())

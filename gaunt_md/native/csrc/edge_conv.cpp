@@ -252,10 +252,6 @@ void backward(const Shape& s, const T* R, const Table<T>& table, const T* length
 using gaunt_simd::kLanes;
 using gaunt_simd::V;
 
-// full unrolling of the loops over compile-time shapes (paths, components): keeps the
-// accumulators in registers
-#define GAUNT_UNROLL _Pragma("GCC unroll 16")
-
 constexpr int degree_of(int a) { return a < 1 ? 0 : a < 4 ? 1 : a < 9 ? 2 : 3; }
 
 // radial weights of one edge for the channels [off, off + lanes) of every path p = (l3, l1)

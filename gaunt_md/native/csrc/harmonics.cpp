@@ -65,11 +65,13 @@ inline void harmonics(const N& x, const N& y, const N& z, const N& one, int l_ma
     out[15] = (norm * s42_6) * (sh24 * z - sh20 * x);
 }
 
+// |v|^2, |v| and the factor of the unit vector, 1 / max(|v|, 1e-12) (torch.nn.functional.normalize)
 template <typename T>
-inline T inverse_length(const T* v) {
-    const T n = std::sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2]);
-    return T(1) / (n > T(1e-12) ? n : T(1e-12));
-}
+struct Length {
+    T r2, r, inv;
+    explicit Length(const T* v)
+        : r2(v[0] * v[0] + v[1] * v[1] + v[2] * v[2]), r(std::sqrt(r2)), inv(T(1) / (r > T(1e-12) ? r : T(1e-12))) {}
+};
 
 template <typename T>
 T sh_norm() {
@@ -83,10 +85,9 @@ void forward(int64_t n, int l_max, const T* vectors, T* out, T* lengths, int n_t
 #pragma omp parallel for simd schedule(static) num_threads(n_threads)
     for (int64_t e = 0; e < n; ++e) {
         const T* v = vectors + 3 * e;
-        const T r = std::sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2]);
-        const T inv = T(1) / (r > T(1e-12) ? r : T(1e-12));
-        lengths[e] = r;
-        harmonics<T, T>(v[0] * inv, v[1] * inv, v[2] * inv, T(1), l_max, norm, out + K * e);
+        const Length<T> len(v);
+        lengths[e] = len.r;
+        harmonics<T, T>(v[0] * len.inv, v[1] * len.inv, v[2] * len.inv, T(1), l_max, norm, out + K * e);
     }
 }
 
@@ -102,8 +103,8 @@ void backward(int64_t n, const T* vectors, const T* grad_out, const T* grad_leng
     for (int64_t e = 0; e < n; ++e) {
         const T* v = vectors + 3 * e;
         const T* g = grad_out + K * e;
-        const T inv = inverse_length(v);
-        const T ux = v[0] * inv, uy = v[1] * inv, uz = v[2] * inv;
+        const Length<T> len(v);
+        const T inv = len.inv, ux = v[0] * inv, uy = v[1] * inv, uz = v[2] * inv;
         Dual<T> y[K];
         harmonics<T, Dual<T>>({ux, 1, 0, 0}, {uy, 0, 1, 0}, {uz, 0, 0, 1}, {1, 0, 0, 0}, L, norm, y);
         T gx = 0, gy = 0, gz = 0;
@@ -112,11 +113,9 @@ void backward(int64_t n, const T* vectors, const T* grad_out, const T* grad_leng
             gy += g[k] * y[k].dy;
             gz += g[k] * y[k].dz;
         }
-        const bool tiny = v[0] * v[0] + v[1] * v[1] + v[2] * v[2] <= T(1e-24);
-        const T radial = tiny ? T(0) : ux * gx + uy * gy + uz * gz;
+        const T radial = len.r2 <= T(1e-24) ? T(0) : ux * gx + uy * gy + uz * gz;
         // d|v|/dv = v / |v| (zero at v = 0, as torch's norm)
-        const T r2 = v[0] * v[0] + v[1] * v[1] + v[2] * v[2];
-        const T g_r = (grad_lengths && r2 > T(0)) ? grad_lengths[e] / std::sqrt(r2) : T(0);
+        const T g_r = (grad_lengths && len.r2 > T(0)) ? grad_lengths[e] / len.r : T(0);
         T* out = grad_vectors + 3 * e;
         out[0] = (gx - radial * ux) * inv + g_r * v[0];
         out[1] = (gy - radial * uy) * inv + g_r * v[1];

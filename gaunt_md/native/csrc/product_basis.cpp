@@ -38,9 +38,6 @@ constexpr int kMaxCoef = 64;  // nu_max (l_out + 1)
 using gaunt_simd::kLanes;
 using gaunt_simd::V;
 
-// full unrolling of the loops over compile-time shapes: keeps the accumulators in registers
-#define GAUNT_UNROLL _Pragma("GCC unroll 16")
-
 using gaunt_simd::load_first;   // rows b0 .. b0 + n of one row-innermost array, zero past n
 using gaunt_simd::store_first;
 

@@ -9,6 +9,11 @@
 #include <immintrin.h>
 #endif
 
+// Full unrolling of a loop over a compile-time shape (paths, components, grid coefficients), put
+// before the loop: the kernels' accumulators then stay in registers (without it GCC kept the loops
+// over the 2l + 1 components of a degree rolled and spilled the accumulators to the stack).
+#define GAUNT_UNROLL _Pragma("GCC unroll 16")
+
 namespace gaunt_simd {
 
 template <typename T>
