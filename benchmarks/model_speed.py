@@ -1,4 +1,4 @@
-"""Model speed: GauntCalculator against MACE (same size, random weights) through ASE, on CPU.
+"""Model speed: GauntCalculator against MACE (same size, random weights) through ASE, on CPU or CUDA.
 
 Not a test. Every (system, dtype, model) runs in its own subprocess (peak RSS and page faults
 per size), gaunt and MACE alternate within each round (shared machines drift), and the
@@ -13,6 +13,8 @@ calculator, neighbour list included.
     python benchmarks/model_speed.py --torch-ops        # gaunt without the fused CPU kernels
     python benchmarks/model_speed.py --batch --profile  # where a calculate_batch call goes
     python benchmarks/model_speed.py --profile Si216 --dtypes float32   # torch.profiler breakdown
+    python benchmarks/model_speed.py --device cuda --big --systems mol27 Si64 Si216 Si1000 Si13824
+                                                        # both models on the GPU (NL on the CPU)
 
 Peer sizes (anchors.md): 64 channels, edge l_max 3, hidden 64x0e+64x1o, correlation 3,
 2 layers, r_max 5 Å, 8 Bessel functions, polynomial cutoff p = 5, radial MLP [64, 64, 64].
@@ -48,6 +50,7 @@ SYSTEMS = {  # name -> (family, builder argument)
     "Cu1372": ("Cu", 7),
 }
 BIG = {"Si4096": ("Si", 8)}
+LARGE = {**BIG, "Si13824": ("Si", 12)}  # Si13824: for a GPU
 ELEMENTS = {"mol": (1, 6, 7, 8), "Si": (14,), "Cu": (29,)}
 MOLECULE = [
     Path(__file__).resolve().parent.parent / "tests" / "data" / "fixtures" / "3bpa_train_300K_3.xyz",
@@ -63,7 +66,7 @@ def build_structure(name: str):
     from ase import Atoms
     from ase.build import bulk
 
-    family, reps = {**SYSTEMS, **BIG}[name]
+    family, reps = {**SYSTEMS, **LARGE}[name]
     rng = np.random.default_rng(7)
     if family == "mol":
         import ase.io
@@ -163,13 +166,14 @@ def _timed(module, name: str, box: list):
     setattr(module, name, wrapper)
 
 
-def make_calculator(model: str, path: str, dtype: str, nl_box: list, torch_ops: bool = False, skin: float = 0.5):
+def make_calculator(model: str, path: str, dtype: str, nl_box: list, torch_ops: bool = False, skin: float = 0.5,
+                    device: str = "cpu"):
     if model == "gaunt":
         import gaunt_md.calculator as gc
 
         # neighbour list + graph: a search, or the kept (Verlet) list filtered, checks included
         _timed(gc.GauntCalculator, "_graphs", nl_box)
-        return gc.GauntCalculator(path, device="cpu", dtype=dtype, fused=False if torch_ops else None, skin=skin)
+        return gc.GauntCalculator(path, device=device, dtype=dtype, fused=False if torch_ops else None, skin=skin)
     import logging
 
     logging.disable(logging.WARNING)
@@ -177,10 +181,12 @@ def make_calculator(model: str, path: str, dtype: str, nl_box: list, torch_ops: 
     from mace.calculators import MACECalculator
 
     _timed(ad, "get_neighborhood", nl_box)
-    return MACECalculator(model_paths=path, device="cpu", default_dtype=dtype)
+    return MACECalculator(model_paths=path, device=device, default_dtype=dtype)
 
 
-def worker(spec: dict) -> dict:
+def worker(spec: dict) -> dict | list[dict]:
+    """One model in one dtype: one system (``spec["system"]``), or several in turn
+    (``spec["paths"]``, system -> checkpoint: the CUDA table: one process and one CUDA context per model and dtype)."""
     import torch
 
     from gaunt_md.runtime import keep_freed_memory
@@ -188,27 +194,39 @@ def worker(spec: dict) -> dict:
     torch.set_num_threads(spec["threads"])
     if spec.get("malloc", "keep") == "keep":
         keep_freed_memory()  # what the gaunt-md commands do; applied to both models alike
-    nl_box = [0.0]
     if spec["model"] == "gaunt":
         import gaunt_md.calculator  # noqa: F401
     else:
         import mace.calculators  # noqa: F401
     rss_imports = _status_kb("VmRSS")
+    if "paths" in spec:  # {system: checkpoint}
+        return [measure({**spec, "system": system, "path": path}, rss_imports) for system, path in spec["paths"].items()]
+    return measure(spec, rss_imports)
+
+
+def measure(spec: dict, rss_imports: int) -> dict:
+    import torch
+
+    cuda = spec.get("device", "cpu") == "cuda"
+    nl_box = [0.0]
     atoms = build_structure(spec["system"])
     calc = make_calculator(spec["model"], spec["path"], spec["dtype"], nl_box, spec.get("torch_ops", False),
-                           spec.get("skin", 0.5))
+                           spec.get("skin", 0.5), spec.get("device", "cpu"))
     atoms.calc = calc
     periodic = bool(atoms.pbc.all())
     step = np.random.default_rng(1).normal(scale=1e-3, size=atoms.positions.shape)
 
     def call(k: int) -> None:
+        # results come back as numpy arrays: a CUDA call has finished when get_forces returns
         atoms.positions += step if k % 2 == 0 else -step  # a new state each call, no drift
         atoms.get_forces()
         if periodic:
             atoms.get_stress()
 
-    for k in range(2 if len(atoms) < 500 else 1):  # warm-up: allocator, lazy init
+    for k in range(3 if cuda else 2 if len(atoms) < 500 else 1):  # warm-up: allocator, lazy init
         call(k)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     usage0 = resource.getrusage(resource.RUSAGE_SELF)
     nl_box[0] = 0.0
     times: list[float] = []
@@ -218,7 +236,7 @@ def worker(spec: dict) -> dict:
         call(len(times))
         times.append(time.perf_counter() - t)
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return {
+    out = {
         **spec,
         "n_atoms": len(atoms),
         "median_s": statistics.median(times),
@@ -231,6 +249,12 @@ def worker(spec: dict) -> dict:
         "sys_share": (usage.ru_stime - usage0.ru_stime)
         / max(1e-9, usage.ru_stime - usage0.ru_stime + usage.ru_utime - usage0.ru_utime),
     }
+    if cuda:  # CUDA memory a timed call peaked at, model and graph included (caching allocator: allocated, not reserved)
+        out["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    del atoms.calc, calc
+    if cuda:
+        torch.cuda.empty_cache()
+    return out
 
 
 def run_worker(spec: dict, omp_active: bool = False) -> dict:
@@ -251,25 +275,42 @@ def run_worker(spec: dict, omp_active: bool = False) -> dict:
 
 def speed_table(args, models: dict, with_mace: bool) -> None:
     """Rounds outermost: every (system, dtype, model) is measured once per round, so slow drifts of
-    a shared machine hit all sizes and both models alike; the best round counts."""
-    systems = {k: v for k, v in {**SYSTEMS, **BIG}.items() if k in args.systems}
+    a shared machine hit all sizes and both models alike; the best round counts. On CUDA one worker
+    per (dtype, model) goes through all sizes (a CUDA context per size would cost more than the
+    timings)."""
+    systems = {k: v for k, v in {**SYSTEMS, **LARGE}.items() if k in args.systems}
     names = ["gaunt"] + (["mace"] if with_mace else [])
     best: dict[tuple, dict] = {}
+
+    def spec_for(model: str, dtype: str, system: str) -> dict:
+        family = systems[system][0]
+        return dict(model=model, path=models[family][model], system=system, dtype=dtype, min_calls=args.min_calls,
+                    min_time=args.min_time, threads=args.threads, malloc=args.malloc, torch_ops=args.torch_ops,
+                    skin=args.skin, device=args.device)
+
+    def keep(r: int, res: dict) -> None:
+        key = (res["system"], res["dtype"], res["model"])
+        if key not in best or res["median_s"] < best[key]["median_s"]:
+            best[key] = res
+        memory = (f"CUDA peak {res['gpu_peak_mb']:.0f} MB" if "gpu_peak_mb" in res else
+                  f"peak RSS {res['peak_rss_mb']:.0f} MB, {res['minflt_per_call']:.0f} faults/call, "
+                  f"kernel {100 * res['sys_share']:.0f}% of CPU")
+        print(f"  round {r} {res['system']:>7} {res['dtype']} {res['model']:>5}: {1e3 * res['median_s']:9.1f} ms/call "
+              f"({res['calls']} calls), {1e6 * res['median_s'] / res['n_atoms']:6.1f} us/atom, {memory}", flush=True)
+
     for r in range(args.rounds):
-        for system, (family, _) in systems.items():
+        if args.device == "cuda":
             for dtype in args.dtypes:
                 for model in names if r % 2 == 0 else names[::-1]:
-                    spec = dict(model=model, path=models[family][model], system=system, dtype=dtype,
-                                min_calls=args.min_calls, min_time=args.min_time, threads=args.threads, malloc=args.malloc,
-                                torch_ops=args.torch_ops, skin=args.skin)
-                    res = run_worker(spec, args.omp_active)
-                    key = (system, dtype, model)
-                    if key not in best or res["median_s"] < best[key]["median_s"]:
-                        best[key] = res
-                    print(f"  round {r} {system:>7} {dtype} {model:>5}: {1e3 * res['median_s']:9.1f} ms/call "
-                          f"({res['calls']} calls), {1e6 * res['median_s'] / res['n_atoms']:6.0f} us/atom, "
-                          f"peak RSS {res['peak_rss_mb']:.0f} MB, {res['minflt_per_call']:.0f} faults/call, "
-                          f"kernel {100 * res['sys_share']:.0f}% of CPU", flush=True)
+                    spec = spec_for(model, dtype, next(iter(systems)))
+                    spec["paths"] = {system: models[family][model] for system, (family, _) in systems.items()}
+                    for res in run_worker(spec, args.omp_active):
+                        keep(r, res)
+            continue
+        for system in systems:
+            for dtype in args.dtypes:
+                for model in names if r % 2 == 0 else names[::-1]:
+                    keep(r, run_worker(spec_for(model, dtype, system), args.omp_active))
     rows = [{m: best[(system, dtype, m)] for m in names} for system in systems for dtype in args.dtypes]
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
@@ -277,27 +318,33 @@ def speed_table(args, models: dict, with_mace: bool) -> None:
 
 
 def print_markdown(rows: list, with_mace: bool) -> None:
+    gpu = "gpu_peak_mb" in rows[0]["gaunt"]
+    memory = "CUDA peak MB" if gpu else "peak RSS MB (over imports)"
     print("\n| system | atoms | dtype | gaunt ms/call | gaunt atom-steps/s | "
           + ("MACE ms/call | MACE atom-steps/s | speed-up | " if with_mace else "")
-          + "gaunt NL share | gaunt peak RSS MB (over imports) | "
-          + ("MACE NL share | MACE peak RSS MB (over imports) | " if with_mace else "")
-          + "gaunt faults/call |" + (" MACE faults/call |" if with_mace else ""))
-    print("|---" * (13 if with_mace else 8) + "|")
+          + f"gaunt NL share | gaunt {memory} | "
+          + (f"MACE NL share | MACE {memory} | " if with_mace else "")
+          + ("" if gpu else "gaunt faults/call |" + (" MACE faults/call |" if with_mace else "")))
+    print("|---" * ((11 if gpu else 13) if with_mace else (7 if gpu else 8)) + "|")
     for best in rows:
         g = best["gaunt"]
         cells = [g["system"], str(g["n_atoms"]), g["dtype"], f"{1e3 * g['median_s']:.1f}", f"{g['n_atoms'] / g['median_s']:.0f}"]
         if with_mace:
             m = best["mace"]
             cells += [f"{1e3 * m['median_s']:.1f}", f"{m['n_atoms'] / m['median_s']:.0f}", f"{m['median_s'] / g['median_s']:.2f}x"]
-        def rss(r):
+
+        def mem(r):
+            if gpu:
+                return f"{r['gpu_peak_mb']:.0f}"
             return f"{r['peak_rss_mb']:.0f} (+{r['peak_rss_mb'] - r['imports_rss_mb']:.0f})"
 
-        cells += [f"{100 * g['nl_share']:.1f}%", rss(g)]
+        cells += [f"{100 * g['nl_share']:.1f}%", mem(g)]
         if with_mace:
-            cells += [f"{100 * best['mace']['nl_share']:.1f}%", rss(best["mace"])]
-        cells.append(f"{g['minflt_per_call']:.0f}")
-        if with_mace:
-            cells.append(f"{best['mace']['minflt_per_call']:.0f}")
+            cells += [f"{100 * best['mace']['nl_share']:.1f}%", mem(best["mace"])]
+        if not gpu:
+            cells.append(f"{g['minflt_per_call']:.0f}")
+            if with_mace:
+                cells.append(f"{best['mace']['minflt_per_call']:.0f}")
         print("| " + " | ".join(cells) + " |")
     for family in ("Si", "Cu"):
         for dtype in sorted({b["gaunt"]["dtype"] for b in rows}):
@@ -333,13 +380,13 @@ def batch_benchmark(args, models: dict) -> None:
 
     torch.set_num_threads(args.threads)
     cells = random_small_cells(args.batch_size)
-    print(f"batch on {args.threads} torch threads, loop on {args.loop_threads or args.threads}, "
+    print(f"batch on {args.device}, {args.threads} torch threads, loop on {args.loop_threads or args.threads}, "
           f"max_batch_atoms {args.max_batch_atoms or 'default'}")
     print(f"calculate_batch: {len(cells)} Si cells, {sum(map(len, cells))} atoms "
           f"({min(map(len, cells))}-{max(map(len, cells))} per cell), energy+forces+stress")
     for dtype in args.dtypes:
-        calc = GauntCalculator(models["Si"]["gaunt"], device="cpu", dtype=dtype, fused=False if args.torch_ops else None,
-                               max_batch_atoms=args.max_batch_atoms)
+        calc = GauntCalculator(models["Si"]["gaunt"], device=args.device, dtype=dtype,
+                               fused=False if args.torch_ops else None, max_batch_atoms=args.max_batch_atoms)
         calc.calculate_batch(cells[:50])
         t_batch, t_loop = [], []
         for _ in range(args.rounds):  # interleaved
@@ -395,7 +442,7 @@ def profile(args, models: dict) -> None:
 
     torch.set_num_threads(args.threads)
     for system in args.systems:
-        family = {**SYSTEMS, **BIG}[system][0]
+        family = {**SYSTEMS, **LARGE}[system][0]
         for dtype in args.dtypes:
             atoms = build_structure(system)
             calc = GauntCalculator(models[family]["gaunt"], device="cpu", dtype=dtype)
@@ -449,7 +496,7 @@ def profile(args, models: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=list(SYSTEMS) + list(BIG))
+    parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=list(SYSTEMS) + list(LARGE))
     parser.add_argument("--big", action="store_true", help="add Si4096 (8x8x8 diamond)")
     parser.add_argument("--dtypes", nargs="+", default=["float32", "float64"], choices=["float32", "float64"])
     parser.add_argument("--rounds", type=int, default=2)
@@ -473,6 +520,8 @@ def main() -> None:
     parser.add_argument("--loop-threads", type=int, default=None,
                         help="torch threads for the loop of single calls (default: --threads)")
     parser.add_argument("--profile", action="store_true", help="torch.profiler breakdown of the gaunt model")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="cuda: both models on the GPU (the table, --batch); neighbour lists stay on the CPU")
     parser.add_argument("--json", help="write raw results here")
     args = parser.parse_args()
     if args.worker:
@@ -491,7 +540,14 @@ def main() -> None:
         print("MACE not installed (`import mace` failed): MACE columns skipped")
     print(f"# {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, load average "
           f"{tuple(round(x, 1) for x in os.getloadavg())}, {args.threads} torch threads, "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'default')}, allocator: {args.malloc}")
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'default')}, allocator: {args.malloc}, "
+          f"device: {args.device}")
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SystemExit("--device cuda: torch sees no CUDA device")
+        print(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}, CUDA {torch.version.cuda}")
     with tempfile.TemporaryDirectory() as tmp:
         models = make_models(Path(tmp), with_mace and not (args.batch or args.profile))
         for family, paths in models.items():

@@ -358,28 +358,6 @@ def test_unknown_model_lists_available(tiny_model_path, tmp_path, monkeypatch):
     assert calc.parameters["model"] == "tiny-test-model"
 
 
-# ---------------------------------------------------------------------------------------------
-# CUDA
-
-
-@pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("dtype, atol", [("float64", 1e-9), ("float32", 5e-5)])
-def test_cuda_matches_cpu(tiny_model_path, rng, dtype, atol):
-    cpu = GauntCalculator(tiny_model_path, device="cpu", dtype=dtype)
-    gpu = GauntCalculator(tiny_model_path, device="cuda", dtype=dtype)
-    assert next(gpu.potential.parameters()).is_cuda
-    structures = _mixed_structures(rng)
-    for a, b, atoms in zip(cpu.calculate_batch(structures), gpu.calculate_batch(structures), structures):
-        assert b["energy"] == pytest.approx(a["energy"], abs=atol * len(atoms))
-        assert isinstance(b["forces"], np.ndarray)  # copied back to the host
-        np.testing.assert_allclose(b["forces"], a["forces"], atol=atol * 10)
-        if "stress" in a:
-            np.testing.assert_allclose(b["stress"], a["stress"], atol=atol)
-    single = evaluate(gpu, structures[1], ["energy", "forces", "stress"])
-    assert single["energy"] == pytest.approx(cpu.calculate_batch([structures[1]])[0]["energy"], abs=atol * 8)
-
-
 @pytest.mark.parametrize("fused", [None, False])
 def test_kept_neighbour_list_gives_the_same_md(tiny_model_path, fused):
     """A kept neighbour list (Verlet list) changes nothing but the cost: 40 NVE steps of a Si
