@@ -12,13 +12,12 @@ day=$(date +%F)
 py=${PYTHON:-python3}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-$py -c "import torch, e3nn, ase; print('torch', torch.__version__, 'CUDA', torch.version.cuda, 'e3nn', e3nn.__version__, 'ase', ase.__version__)"
-
 {
-  echo "# pytest -m cuda, $(date '+%F %H:%M'), $(nvidia-smi --query-gpu=name --format=csv,noheader)"
+  echo "# pytest -m cuda, $(date '+%F %H:%M')"
+  echo "# $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader)"
+  echo "# $($py -c "import torch, e3nn, ase; print('torch', torch.__version__, 'CUDA', torch.version.cuda, 'e3nn', e3nn.__version__, 'ase', ase.__version__)")"
   echo '```'
-  $py -m pytest -o addopts="" -m cuda -q -p no:cacheprovider tests/test_cuda.py 2>&1
+  $py -m pytest -o addopts="" -m cuda -v -p no:cacheprovider -W ignore::DeprecationWarning tests/test_cuda.py 2>&1
   echo '```'
 } | tee "$out/cuda_tests_$day.md"
 
