@@ -381,12 +381,13 @@ def batch_benchmark(args, models: dict) -> None:
     torch.set_num_threads(args.threads)
     cells = random_small_cells(args.batch_size)
     print(f"batch on {args.device}, {args.threads} torch threads, loop on {args.loop_threads or args.threads}, "
-          f"max_batch_atoms {args.max_batch_atoms or 'default'}")
+          f"max_batch_atoms {args.max_batch_atoms or 'default'}, radial_intervals {args.radial_intervals}")
     print(f"calculate_batch: {len(cells)} Si cells, {sum(map(len, cells))} atoms "
           f"({min(map(len, cells))}-{max(map(len, cells))} per cell), energy+forces+stress")
     for dtype in args.dtypes:
         calc = GauntCalculator(models["Si"]["gaunt"], device=args.device, dtype=dtype,
-                               fused=False if args.torch_ops else None, max_batch_atoms=args.max_batch_atoms)
+                               fused=False if args.torch_ops else None, max_batch_atoms=args.max_batch_atoms,
+                               radial_intervals=args.radial_intervals)
         calc.calculate_batch(cells[:50])
         t_batch, t_loop = [], []
         for _ in range(args.rounds):  # interleaved
@@ -517,6 +518,8 @@ def main() -> None:
                         help="gaunt without the fused CPU kernels (GauntCalculator(fused=False)): the path of "
                              "training, TorchScript and machines without a C++ compiler")
     parser.add_argument("--max-batch-atoms", type=int, default=None, help="GauntCalculator(max_batch_atoms=...)")
+    parser.add_argument("--radial-intervals", type=int, default=2048,
+                        help="GauntCalculator(radial_intervals=...) for --batch (accuracy: benchmarks/radial_table.py)")
     parser.add_argument("--loop-threads", type=int, default=None,
                         help="torch threads for the loop of single calls (default: --threads)")
     parser.add_argument("--profile", action="store_true", help="torch.profiler breakdown of the gaunt model")
