@@ -285,6 +285,26 @@ def example_triclinic_cell(rng: np.random.Generator, *, rattle: float = 0.05) ->
     return atoms
 
 
+def example_mixed_structures(rng: np.random.Generator) -> list[Atoms]:
+    """Seven structures that exercise batching: a molecule, a triclinic cell and its 2x2x2
+    supercell, a 1-atom Cu cell smaller than the cutoff, a Cu slab (pbc T T F, no stress), a lone
+    O atom (no neighbours) and the Si primitive cell."""
+    from ase.build import bulk, fcc111
+
+    triclinic = example_triclinic_cell(rng, rattle=0.1)
+    slab = fcc111("Cu", size=(2, 2, 3), vacuum=5.0)
+    slab.rattle(0.05, rng=rng)
+    return [
+        example_molecule(),
+        triclinic,
+        bulk("Cu", "fcc", a=3.6),
+        triclinic.repeat((2, 2, 2)),
+        slab,
+        Atoms("O", positions=[[0.0, 0.0, 0.0]]),
+        bulk("Si", "diamond", a=5.43),
+    ]
+
+
 # ---------------------------------------------------------------------------------------------
 # tiny random potentials
 

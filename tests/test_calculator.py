@@ -20,7 +20,13 @@ from ase.calculators.calculator import (
 
 from gaunt_md.calculator import GauntCalculator
 from gaunt_md.errors import DeviceError, ModelNotFoundError, StructureError, UnknownElementError
-from gaunt_md.testing import assert_batch_equals_single, evaluate, example_molecule, example_triclinic_cell
+from gaunt_md.testing import (
+    assert_batch_equals_single,
+    evaluate,
+    example_mixed_structures,
+    example_molecule,
+    example_triclinic_cell,
+)
 
 
 class _CountingForceField:
@@ -38,22 +44,6 @@ def _count_calls(calc: GauntCalculator) -> _CountingForceField:
     counter = _CountingForceField(calc.forcefield)
     calc.forcefield = counter
     return counter
-
-
-def _mixed_structures(rng: np.random.Generator) -> list[Atoms]:
-    triclinic = example_triclinic_cell(rng, rattle=0.1)
-    slab = fcc111("Cu", size=(2, 2, 3), vacuum=5.0)  # pbc = (T, T, F): no stress
-    slab.rattle(0.05, rng=rng)
-    lone = Atoms("O", positions=[[0.0, 0.0, 0.0]])  # no neighbours at all
-    return [
-        example_molecule(),
-        triclinic,
-        bulk("Cu", "fcc", a=3.6),  # 1 atom, cell smaller than the cutoff
-        triclinic.repeat((2, 2, 2)),
-        slab,
-        lone,
-        bulk("Si", "diamond", a=5.43),
-    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,7 +231,7 @@ def test_float32_keeps_large_atomic_energies_exact(tmp_path):
 
 def test_batch_equals_single_one_batch(calc64, rng):
     counter = _count_calls(calc64)
-    structures = _mixed_structures(rng)
+    structures = example_mixed_structures(rng)
     results = assert_batch_equals_single(calc64, structures, atol_energy=1e-10, atol_forces=1e-10, atol_stress=1e-11)
     assert counter.calls == 1 + len(structures)  # one batched call, then the single references
     assert [("stress" in r) for r in results] == [bool(a.pbc.all()) for a in structures]
@@ -250,7 +240,7 @@ def test_batch_equals_single_one_batch(calc64, rng):
 def test_batch_equals_single_many_batches(tiny_model_path, rng):
     calc = GauntCalculator(tiny_model_path, device="cpu", dtype="float64", max_batch_atoms=30)
     counter = _count_calls(calc)
-    structures = _mixed_structures(rng)
+    structures = example_mixed_structures(rng)
     calc.calculate_batch(structures)
     n_batches = counter.calls
     assert n_batches >= 4, f"max_batch_atoms=30 should split {sum(map(len, structures))} atoms; got {n_batches} calls"
@@ -266,11 +256,11 @@ def test_batch_equals_single_many_batches(tiny_model_path, rng):
 
 
 def test_batch_float32(calc32, rng):
-    assert_batch_equals_single(calc32, _mixed_structures(rng), atol_energy=1e-5, atol_forces=1e-5, atol_stress=1e-6)
+    assert_batch_equals_single(calc32, example_mixed_structures(rng), atol_energy=1e-5, atol_forces=1e-5, atol_stress=1e-6)
 
 
 def test_batch_options(calc64, rng):
-    structures = _mixed_structures(rng)[:3]
+    structures = example_mixed_structures(rng)[:3]
     no_stress = calc64.calculate_batch(structures, properties=("energy", "forces"))
     assert all("stress" not in r for r in no_stress)
     with_bar = calc64.calculate_batch(structures, progress=True)

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from ase import Atoms, units
-from ase.build import bulk, fcc111
+from ase import units
+from ase.build import bulk
 from ase.io import read
 
 from gaunt_md.calculator import GauntCalculator
@@ -24,6 +24,7 @@ from gaunt_md.testing import (
     assert_forces_match_fd,
     assert_stress_match_fd,
     evaluate,
+    example_mixed_structures,
     example_molecule,
     example_triclinic_cell,
     random_rotation,
@@ -37,21 +38,6 @@ pytestmark = [
 ]
 
 
-def _mixed_structures(rng: np.random.Generator) -> list[Atoms]:
-    triclinic = example_triclinic_cell(rng, rattle=0.1)
-    slab = fcc111("Cu", size=(2, 2, 3), vacuum=5.0)  # pbc = (T, T, F): no stress
-    slab.rattle(0.05, rng=rng)
-    return [
-        example_molecule(),
-        triclinic,
-        bulk("Cu", "fcc", a=3.6),  # 1 atom, cell smaller than the cutoff
-        triclinic.repeat((2, 2, 2)),
-        slab,
-        Atoms("O", positions=[[0.0, 0.0, 0.0]]),  # no neighbours at all
-        bulk("Si", "diamond", a=5.43),
-    ]
-
-
 def _cuda(path, dtype="float64", **kwargs) -> GauntCalculator:
     calc = GauntCalculator(path, device="cuda", dtype=dtype, **kwargs)
     assert next(calc.potential.parameters()).is_cuda
@@ -63,7 +49,7 @@ def _cuda(path, dtype="float64", **kwargs) -> GauntCalculator:
 def test_cuda_matches_cpu(tiny_model_path, rng, dtype, atol):
     cpu = GauntCalculator(tiny_model_path, device="cpu", dtype=dtype, fused=False)
     gpu = _cuda(tiny_model_path, dtype)
-    structures = _mixed_structures(rng)
+    structures = example_mixed_structures(rng)
     for a, b, atoms in zip(cpu.calculate_batch(structures), gpu.calculate_batch(structures), structures):
         assert b["energy"] == pytest.approx(a["energy"], abs=atol * len(atoms))
         assert isinstance(b["forces"], np.ndarray)  # copied back to the host
@@ -111,7 +97,7 @@ def test_cuda_equivariance(tiny_model_path, rng):
 def test_cuda_batch_equals_single(tiny_model_path, rng):
     """Also across several model calls: the batch bound splits the list."""
     calc = _cuda(tiny_model_path, max_batch_atoms=40)
-    assert_batch_equals_single(calc, _mixed_structures(rng), atol_energy=1e-10, atol_forces=1e-10, atol_stress=1e-10)
+    assert_batch_equals_single(calc, example_mixed_structures(rng), atol_energy=1e-10, atol_forces=1e-10, atol_stress=1e-10)
 
 
 def test_cuda_float32_and_float64_side_by_side(tiny_model_path, rng):
