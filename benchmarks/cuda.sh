@@ -6,6 +6,10 @@
 #      (benchmarks/model_speed.py --device cuda; MACE columns only where mace-torch imports);
 #   3. calculate_batch over 1000 small cells against a loop of single calls, on the card.
 # Usage: bash benchmarks/cuda.sh [OUTDIR]   (default benchmarks/results; files named by date)
+# Needs torch with CUDA, e3nn >= 0.5, ase, matscipy and this package importable (an install, or
+# PYTHONPATH=.); for the MACE columns also `pip install --no-deps mace-torch==0.3.16 torch-ema lmdb
+# orjson prettytable configargparse` (the 2026-12-04 run carried these as wheels). PYTHON picks
+# the interpreter (default python3).
 set -uo pipefail
 out=${1:-benchmarks/results}
 day=$(date +%F)
