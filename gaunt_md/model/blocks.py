@@ -170,24 +170,27 @@ class EdgeConvolution(nn.Module):
         from gaunt_md.model.kernels.edge_conv import fused_edge_convolution
 
         _check_frozen(self)
-        s, factor = self._edge_coupling(edge_sh)  # S = factor * s, [E, K_in, K_A]
+        coupling, factor = self._edge_coupling(edge_sh)
         if self.radial_table.numel() > 0:
             return fused_edge_convolution(
-                h, s, edge_index, self.deg_in, self.deg_out,
-                table=self.radial_table, lengths=edge_lengths, dx=self.radial_dx, scale=self.norm * factor,
+                h, edge_index=edge_index, deg_in=self.deg_in, deg_out=self.deg_out, table=self.radial_table,
+                lengths=edge_lengths, dx=self.radial_dx, scale=self.norm * factor, **coupling,
             )
         r = self.radial(edge_basis, self.fused_columns).view(edge_sh.shape[0], -1, self.c)  # [E, (l3, l1), C]
-        return fused_edge_convolution(h, s, edge_index, self.deg_in, self.deg_out, radial=r, scale=self.norm * factor)
+        return fused_edge_convolution(h, edge_index=edge_index, deg_in=self.deg_in, deg_out=self.deg_out, radial=r,
+                                      scale=self.norm * factor, **coupling)
 
     @torch.jit.unused
-    def _edge_coupling(self, edge_sh: torch.Tensor) -> tuple[torch.Tensor, float]:
-        """``S [E, K_in, K_A]`` of the fused kernels, as ``(s, factor)`` with ``S = factor * s``. With
-        scalar features (``l_in = 0``) the coupling ``4 pi G[00, b, k]`` is ``sqrt(4 pi)`` times the
-        identity (to rounding): ``s`` is then the harmonics themselves and the factor goes into the
-        kernel's final scale, instead of a matmul or a scaling pass over the edges."""
+    def _edge_coupling(self, edge_sh: torch.Tensor) -> tuple[dict, float]:
+        """How the fused kernel gets ``S [E, K_in, K_A]``: its arguments and a factor for its scale.
+        With scalar features (``l_in = 0``) the coupling ``4 pi G[00, b, k]`` is ``sqrt(4 pi)``
+        times the identity (to rounding): ``S`` is then the harmonics themselves and the factor goes
+        into the kernel's final scale, instead of a matmul or a scaling pass over the edges. Else the
+        kernel makes each edge's ``S_e = Y_e G`` from the harmonics and the non-zeros of ``G``
+        (``coupling_sparse``), and the ``[E, K_in, K_A]`` array is never written."""
         if self.k_in == 1:
-            return edge_sh.unsqueeze(1), self.identity_coupling
-        return torch.matmul(edge_sh, self.coupling_sparse).view(edge_sh.shape[0], self.k_in, self.k_edge), 1.0
+            return {"coupling": edge_sh.unsqueeze(1)}, self.identity_coupling
+        return {"coupling": None, "edge_sh": edge_sh, "coupling_matrix": self.coupling_sparse}, 1.0
 
     @torch.jit.unused
     def folded_message(
@@ -199,10 +202,10 @@ class EdgeConvolution(nn.Module):
         from gaunt_md.model.kernels.edge_conv import fused_edge_convolution
 
         _check_frozen(self)
-        s, factor = self._edge_coupling(edge_sh)  # S = factor * s, [E, 1, K_A]
+        coupling, factor = self._edge_coupling(edge_sh)  # S = factor * Y, [E, 1, K_A]
         ones = torch.ones(1, species.shape[0], self.c, dtype=edge_sh.dtype)
         return fused_edge_convolution(
-            ones, s, edge_index, self.deg_in, self.deg_out,
+            ones, coupling["coupling"], edge_index, self.deg_in, self.deg_out,
             table=self.radial_table, lengths=edge_lengths, dx=self.radial_dx, scale=self.norm * factor, species=species,
         )
 

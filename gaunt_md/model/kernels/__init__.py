@@ -25,6 +25,7 @@ from gaunt_md.model.kernels.edge_conv import tabulate_radial
 from gaunt_md.model.kernels.harmonics import MAX_DEGREE
 from gaunt_md.model.kernels.product_basis import supports
 from gaunt_md.native.build import available, load_error
+from gaunt_md.native.memory import huge_page_empty
 from gaunt_md.so3.grid import smallest_exact_grid
 
 __all__ = ["DEFAULT_RADIAL_INTERVALS", "MAX_FOLDED_TABLE_BYTES", "available", "disable", "enable", "load_error"]
@@ -79,15 +80,17 @@ def enable(
 
             n_species, cols = potential.embedding.shape[0], conv.fused_columns.numel()
             folded_bytes = radial_intervals * 4 * n_species * cols * potential.embedding.element_size()
-            if t == 0 and conv.l_in == 0 and fold_first_layer and folded_bytes <= MAX_FOLDED_TABLE_BYTES:
+            fold = t == 0 and conv.l_in == 0 and fold_first_layer and folded_bytes <= MAX_FOLDED_TABLE_BYTES
+            # in huge pages: edges read the table's rows at random (fewer TLB misses)
+            table = huge_page_empty((radial_intervals, 4, (n_species if fold else 1) * cols), dtype)
+            if fold:
                 h_up, w = _first_layer_factors(potential, layer)
-                table = torch.empty(radial_intervals, 4, n_species * cols, dtype=dtype)
                 for z in range(n_species):  # one species at a time: float64 temporaries of one set only
                     tabulate_radial(_folded_radial(radial_function, h_up[z], w), potential.cutoff,
                                     radial_intervals, dtype, out=table[:, :, z * cols:(z + 1) * cols])
                 conv.folded = True
             else:
-                table = tabulate_radial(radial_function, potential.cutoff, radial_intervals, dtype)
+                tabulate_radial(radial_function, potential.cutoff, radial_intervals, dtype, out=table)
             conv.radial_table = table.to(conv.coupling_sparse.device)
             conv.radial_dx = potential.cutoff / radial_intervals
         else:

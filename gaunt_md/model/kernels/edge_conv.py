@@ -32,34 +32,37 @@ PARALLEL_EDGES = 512
 
 class _FusedEdgeConvolution(torch.autograd.Function):
     """Inputs: ``radial [E, P, C]`` or ``None``; ``table [n, 4, (S) P C]`` and ``lengths [E]`` or
-    ``None``; ``species [N]`` with a table of one set of columns per sender species, else ``None``."""
+    ``None``; the coupling as ``coupling [E, K_in, K_A]``, or as ``edge_sh [E, K_edge]`` and
+    ``matrix [K_edge, K_in K_A]`` (made per edge in the kernel); ``species [N]`` with a table of
+    one set of columns per sender species, else ``None``."""
 
     @staticmethod
-    def forward(ctx, radial, table, lengths, h, coupling, src, rowptr, deg_in, deg_out, dx, l_out1, l_in1, scale, species):  # type: ignore[override]
+    def forward(ctx, radial, table, lengths, h, coupling, edge_sh, matrix, src, rowptr, deg_in, deg_out, dx, l_out1, l_in1, scale, species):  # type: ignore[override]
         lib = require_library()
         n_edges, n_nodes = src.shape[0], h.shape[1]
-        k_in, channels, k_out = h.shape[0], h.shape[2], coupling.shape[2]
+        k_in, channels, k_out = h.shape[0], h.shape[2], deg_out.shape[0]
         shape = (n_edges, n_nodes, channels, k_in, k_out, l_out1, l_in1)
         n_intervals, width = (0, 0) if table is None else (table.shape[0], table.shape[2])
+        k_edge = 0 if edge_sh is None else edge_sh.shape[1]
         head = (*shape, pointer(radial), pointer(table), 1.0 / dx, n_intervals, width, pointer(species),
-                pointer(lengths), pointer(h), pointer(coupling), pointer(src), pointer(rowptr), pointer(deg_in),
-                pointer(deg_out), float(scale))
+                pointer(lengths), pointer(h), pointer(coupling), pointer(edge_sh), pointer(matrix), k_edge,
+                pointer(src), pointer(rowptr), pointer(deg_in), pointer(deg_out), float(scale))
         out = torch.empty((k_out, n_nodes, channels), dtype=h.dtype)
         getattr(lib, f"gaunt_edge_conv_forward_{suffix(h.dtype)}")(*head, pointer(out), threads_for(n_edges, PARALLEL_EDGES))
-        ctx.save_for_backward(radial, table, lengths, h, coupling, src, rowptr, deg_in, deg_out, species)
+        ctx.save_for_backward(radial, table, lengths, h, coupling, edge_sh, matrix, src, rowptr, deg_in, deg_out, species)
         ctx.head = head
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):  # type: ignore[override]
-        radial, table, lengths, h, coupling = ctx.saved_tensors[:5]  # keeps the pointers in ctx.head alive
+        radial, _, lengths, h, coupling, edge_sh = ctx.saved_tensors[:6]  # keeps the pointers in ctx.head alive
         lib = require_library()
         n_threads = threads_for(ctx.head[0], PARALLEL_EDGES)
         grad_out = grad_out.contiguous()
         grad_radial = None if radial is None else torch.empty_like(radial)
         grad_lengths = None if lengths is None else torch.empty_like(lengths)
-        grad_coupling = torch.empty_like(coupling)
+        grad_coupling = torch.empty_like(coupling if coupling is not None else edge_sh)  # dL/dS or dL/dY
         want_h = ctx.needs_input_grad[3]  # not in the first layer: its h holds only (frozen) weights
         grad_h_work = torch.zeros((n_threads,) + tuple(h.shape), dtype=h.dtype) if want_h else None
         getattr(lib, f"gaunt_edge_conv_backward_{suffix(h.dtype)}")(
@@ -67,13 +70,16 @@ class _FusedEdgeConvolution(torch.autograd.Function):
             pointer(grad_h_work), n_threads,
         )
         grad_h = grad_h_work.sum(0) if grad_h_work is not None else None
-        grads = (grad_radial, None, grad_lengths, grad_h, grad_coupling)
-        return grads + (None,) * 9
+        if coupling is not None:
+            grads = (grad_radial, None, grad_lengths, grad_h, grad_coupling, None)
+        else:
+            grads = (grad_radial, None, grad_lengths, grad_h, None, grad_coupling)
+        return grads + (None,) * 10
 
 
 def fused_edge_convolution(
     h: torch.Tensor,  # [K_in, N, C]
-    coupling: torch.Tensor,  # [E, K_in, K_A]: S[e, a, k]
+    coupling: Optional[torch.Tensor],  # [E, K_in, K_A]: S[e, a, k]; or None with edge_sh and coupling_matrix
     edge_index: torch.Tensor,  # [2, E] (sender j, receiver i)
     deg_in: torch.Tensor,  # [K_in] int64
     deg_out: torch.Tensor,  # [K_A] int64
@@ -83,17 +89,28 @@ def fused_edge_convolution(
     dx: float = 1.0,  # knot spacing of table (Å)
     scale: float = 1.0,  # multiplies A
     species: Optional[torch.Tensor] = None,  # [N] int64, with a table of S sets of columns
+    edge_sh: Optional[torch.Tensor] = None,  # [E, K_edge]: Y, with coupling_matrix
+    coupling_matrix: Optional[torch.Tensor] = None,  # [K_edge, K_in K_A]: S_e = Y_e G
 ) -> torch.Tensor:
-    """``A [K_A, N, C]`` (degree-major), differentiable once in ``radial`` (or ``lengths``), ``h``, ``coupling``.
+    """``A [K_A, N, C]`` (degree-major), differentiable once in ``radial`` (or ``lengths``), ``h``,
+    ``coupling`` (or ``edge_sh``).
 
     Give the radial weights either directly (``radial``) or as a table over distance
     (``table``, ``lengths``, ``dx``). A table of width ``S (L_A+1)(l_in+1) C`` holds one set of
     columns per sender species; ``species`` (per node, ``0..S-1``) then picks the sender's.
+    Give the coupling either per edge (``coupling``, ``S [E, K_in, K_A]``) or as the edge
+    harmonics and the matrix that makes it (``edge_sh``, ``coupling_matrix``): the kernel then
+    makes each edge's ``S`` where it needs it and never writes the ``[E, K_in, K_A]`` array.
     """
     if (radial is None) == (table is None):
         raise ValueError("give exactly one of radial= and table=")
     if table is not None and lengths is None:
         raise ValueError("table= needs lengths=")
+    if (coupling is None) == (edge_sh is None or coupling_matrix is None):
+        raise ValueError("give either coupling or both edge_sh= and coupling_matrix=")
+    if coupling_matrix is not None and coupling_matrix.shape[1] != h.shape[0] * deg_out.numel():
+        raise ValueError(f"coupling_matrix has {coupling_matrix.shape[1]} columns, expected K_in K_A = "
+                         f"{h.shape[0] * deg_out.numel()}")
     if species is not None:
         cols = math.isqrt(deg_out.numel()) * math.isqrt(deg_in.numel()) * h.shape[2]
         if table is None or table.shape[2] % cols != 0:
@@ -104,9 +121,12 @@ def fused_edge_convolution(
     n_nodes = h.shape[1]
     if dst.numel() > 1 and not bool((dst[1:] >= dst[:-1]).all()):
         order = torch.argsort(dst, stable=True)  # the kernel walks receivers in CSR order
-        src, dst, coupling = src.index_select(0, order), dst.index_select(0, order), coupling.index_select(0, order)
-        radial = None if radial is None else radial.index_select(0, order)
-        lengths = None if lengths is None else lengths.index_select(0, order)
+
+        def reordered(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+            return None if t is None else t.index_select(0, order)
+
+        src, dst, coupling, edge_sh = src.index_select(0, order), dst.index_select(0, order), reordered(coupling), reordered(edge_sh)
+        radial, lengths = reordered(radial), reordered(lengths)
     counts = torch.bincount(dst, minlength=n_nodes)
     rowptr = torch.zeros(n_nodes + 1, dtype=torch.int64)
     torch.cumsum(counts, 0, out=rowptr[1:])
@@ -117,9 +137,9 @@ def fused_edge_convolution(
         return None if t is None else t.to(h.dtype).contiguous()
 
     return _FusedEdgeConvolution.apply(
-        prepared(radial), prepared(table), prepared(lengths), h.contiguous(), coupling.contiguous(),
-        src.contiguous(), rowptr, deg_in.contiguous(), deg_out.contiguous(), float(dx), l_out1, l_in1, float(scale),
-        None if species is None else species.to(torch.int64).contiguous(),
+        prepared(radial), prepared(table), prepared(lengths), h.contiguous(), prepared(coupling), prepared(edge_sh),
+        prepared(coupling_matrix), src.contiguous(), rowptr, deg_in.contiguous(), deg_out.contiguous(), float(dx),
+        l_out1, l_in1, float(scale), None if species is None else species.to(torch.int64).contiguous(),
     )
 
 

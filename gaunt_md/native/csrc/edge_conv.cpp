@@ -19,6 +19,7 @@
 // Plain C ABI (loaded with ctypes): no Python or torch headers, compiles in seconds.
 // Built and loaded by gaunt_md/native/build.py; first derivatives only.
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -105,11 +106,122 @@ inline void gather_scaled(const T* g, int64_t i, int64_t K, int64_t node_stride,
     }
 }
 
+// The per-edge coupling S[e, a, k] (K_in K_out numbers per edge): either given as an array
+// [E, K_in, K_out], or made edge by edge from the edge harmonics Y [E, K_edge] and the coupling
+// matrix G [K_edge, K_in K_out] (S_e = Y_e G), so that S is never written to memory: for 160k
+// edges it is 82 MB in float64, written, read by the forward and the backward pass, and its
+// gradient as large again. With Y, the backward pass gives dL/dY [E, K_edge] (= dL/dS_e G^T)
+// instead of dL/dS. G is mostly zeros (86 of its 16 x 64 entries for l_in = 1, l_edge = 3):
+// both products visit only its non-zero vectors, one vector of S (or of dL/dY) at a time.
+template <typename T>
+struct Coupling {
+    static constexpr int W = gaunt_simd::kLanes<T>;
+    static constexpr int kMaxYVectors = 8;  // dL/dY in registers: K_edge <= 8 W (l_edge <= 7 in float64)
+    using Vec = gaunt_simd::V<T>;
+
+    const T* S;             // [E, width] or NULL
+    const T* Y;             // [E, k_edge] (when S is NULL)
+    int64_t k_edge, width;  // width = K_in K_out
+    bool vectorised = false;  // width and k_edge in whole vectors' reach (else the scalar loops)
+    // forward: S[v-th vector] = sum over n in [s_start[v], s_start[v+1]) of Y[s_b[n]] s_g[n]
+    std::vector<int64_t> s_start, s_b;
+    std::vector<Vec> s_g;
+    // backward: dL/dY[u-th vector] = sum over n in [y_start[u], y_start[u+1]) of dL/dS[y_col[n]] y_g[n]
+    std::vector<int64_t> y_start, y_col;
+    std::vector<Vec> y_g;
+    // scalar fallback: the non-zero entries (b, col, G[b, col])
+    std::vector<int64_t> nz_b, nz_col;
+    std::vector<T> nz_g;
+
+    Coupling(const T* S_, const T* Y_, const T* G, int64_t k_edge_, int64_t width_)
+        : S(S_), Y(Y_), k_edge(k_edge_), width(width_) {
+        if (S) return;
+        for (int64_t b = 0; b < k_edge; ++b)
+            for (int64_t col = 0; col < width; ++col)
+                if (G[b * width + col] != T(0)) {
+                    nz_b.push_back(b);
+                    nz_col.push_back(col);
+                    nz_g.push_back(G[b * width + col]);
+                }
+        const int64_t y_vectors = (k_edge + W - 1) / W;
+        vectorised = width % W == 0 && y_vectors <= kMaxYVectors;
+        if (!vectorised) return;
+        s_start.push_back(0);
+        for (int64_t v = 0; v < width / W; ++v) {
+            for (int64_t b = 0; b < k_edge; ++b) {
+                Vec g = {};
+                bool any = false;
+                for (int l = 0; l < W; ++l) {
+                    g[l] = G[b * width + v * W + l];
+                    any = any || g[l] != T(0);
+                }
+                if (any) {
+                    s_b.push_back(b);
+                    s_g.push_back(g);
+                }
+            }
+            s_start.push_back(static_cast<int64_t>(s_b.size()));
+        }
+        y_start.push_back(0);
+        for (int64_t u = 0; u < y_vectors; ++u) {
+            for (int64_t col = 0; col < width; ++col) {
+                Vec g = {};
+                bool any = false;
+                for (int l = 0; l < W && u * W + l < k_edge; ++l) {
+                    g[l] = G[(u * W + l) * width + col];
+                    any = any || g[l] != T(0);
+                }
+                if (any) {
+                    y_col.push_back(col);
+                    y_g.push_back(g);
+                }
+            }
+            y_start.push_back(static_cast<int64_t>(y_col.size()));
+        }
+    }
+    // S of edge e: a row of the given array, or made in scratch[width]
+    const T* edge(int64_t e, T* scratch) const {
+        if (S) return S + e * width;
+        const T* y = Y + e * k_edge;
+        if (vectorised) {
+            for (int64_t v = 0; v + 1 < static_cast<int64_t>(s_start.size()); ++v) {
+                Vec acc = {};
+                for (int64_t n = s_start[v]; n < s_start[v + 1]; ++n) acc += y[s_b[n]] * s_g[n];
+                gaunt_simd::store(scratch + v * W, acc);
+            }
+            return scratch;
+        }
+        std::memset(scratch, 0, sizeof(T) * width);
+        const int64_t nnz = static_cast<int64_t>(nz_g.size());
+        for (int64_t n = 0; n < nnz; ++n) scratch[nz_col[n]] += nz_g[n] * y[nz_b[n]];
+        return scratch;
+    }
+    // dL/dS of edge e (gs[width]) into grad: its row of dL/dS [E, width], or of dL/dY [E, k_edge]
+    void store_grad(int64_t e, const T* gs, T* grad) const {
+        if (S) {
+            std::memcpy(grad + e * width, gs, sizeof(T) * width);
+            return;
+        }
+        T* gy = grad + e * k_edge;
+        if (vectorised) {
+            for (int64_t u = 0; u + 1 < static_cast<int64_t>(y_start.size()); ++u) {
+                Vec acc = {};
+                for (int64_t n = y_start[u]; n < y_start[u + 1]; ++n) acc += gs[y_col[n]] * y_g[n];
+                gaunt_simd::store_first(gy + u * W, acc, std::min<int64_t>(W, k_edge - u * W));
+            }
+            return;
+        }
+        std::memset(gy, 0, sizeof(T) * k_edge);
+        const int64_t nnz = static_cast<int64_t>(nz_g.size());
+        for (int64_t n = 0; n < nnz; ++n) gy[nz_b[n]] += nz_g[n] * gs[nz_col[n]];
+    }
+};
+
 // CT > 0: the channel count as a compile-time constant (the loops over c unroll into registers);
 // CT = 0: any channel count.
 template <typename T, int CT>
-void forward(const Shape& s, const T* R, const Table<T>& table, const T* lengths, const T* h, const T* S,
-             const int64_t* src, const int64_t* rowptr, const int64_t* deg_in, const int64_t* deg_out, T* A,
+void forward(const Shape& s, const T* R, const Table<T>& table, const T* lengths, const T* h,
+             const Coupling<T>& S, const int64_t* src, const int64_t* rowptr, const int64_t* deg_in, const int64_t* deg_out, T* A,
              int n_threads) {
     const int64_t C = CT > 0 ? CT : s.channels;
     const int64_t K_in = s.k_in, K_out = s.k_out, L_in1 = s.l_in1;
@@ -119,6 +231,7 @@ void forward(const Shape& s, const T* R, const Table<T>& table, const T* lengths
         std::vector<T> x(s.l_out1 * K_in * C);  // x[l3, a, c] = R[e, l3, deg a, c] h[a, j, c]
         std::vector<T> r_buf(table.data ? paths * C : 0);
         std::vector<T> acc(K_out * C);  // A[:, i, :] of the receiver in hand
+        std::vector<T> s_buf(K_in * K_out);
         const int64_t node_stride = s.n_nodes * C;  // from one SH component to the next
         const T scale = static_cast<T>(s.scale);
 #pragma omp for schedule(dynamic, 8)
@@ -129,7 +242,7 @@ void forward(const Shape& s, const T* R, const Table<T>& table, const T* lengths
                 const T* hj = h + src[e] * C;
                 const T* Re = R ? R + e * paths * C : r_buf.data();
                 if (table.data) table.value(lengths[e], src[e], r_buf.data());
-                const T* Se = S + e * K_in * K_out;
+                const T* Se = S.edge(e, s_buf.data());
                 for (int64_t l3 = 0; l3 < s.l_out1; ++l3)
                     for (int64_t a = 0; a < K_in; ++a) {
                         const T* r = Re + (l3 * L_in1 + deg_in[a]) * C;
@@ -161,9 +274,9 @@ void forward(const Shape& s, const T* R, const Table<T>& table, const T* lengths
 }
 
 template <typename T, int CT>
-void backward(const Shape& s, const T* R, const Table<T>& table, const T* lengths, const T* h, const T* S,
-              const int64_t* src, const int64_t* rowptr, const int64_t* deg_in, const int64_t* deg_out,
-              const T* gA, T* gR, T* g_lengths, T* gS, T* gh_work, int n_threads) {
+void backward(const Shape& s, const T* R, const Table<T>& table, const T* lengths, const T* h,
+              const Coupling<T>& S, const int64_t* src, const int64_t* rowptr, const int64_t* deg_in,
+              const int64_t* deg_out, const T* gA, T* gR, T* g_lengths, T* gS, T* gh_work, int n_threads) {
     const int64_t C = CT > 0 ? CT : s.channels;
     const int64_t K_in = s.k_in, K_out = s.k_out, L_in1 = s.l_in1;
     const int64_t paths = s.l_out1 * L_in1;
@@ -172,6 +285,7 @@ void backward(const Shape& s, const T* R, const Table<T>& table, const T* length
         std::vector<T> x(s.l_out1 * K_in * C), gx(s.l_out1 * K_in * C);  // x and dL/dx [l3, a, c]
         std::vector<T> r_buf(table.data ? paths * C : 0), gr_buf(table.data ? paths * C : 0);
         std::vector<T> g_buf(K_out * C);  // scale * dL/dA[:, i, :] of the receiver in hand
+        std::vector<T> s_buf(K_in * K_out), gs_buf(K_in * K_out);  // S and dL/dS of the edge in hand
         const int64_t node_stride = s.n_nodes * C;
         const T scale = static_cast<T>(s.scale);
         T* gh = gh_work ? gh_work + static_cast<int64_t>(omp_get_thread_num()) * s.n_nodes * K_in * C : nullptr;
@@ -184,9 +298,9 @@ void backward(const Shape& s, const T* R, const Table<T>& table, const T* length
                 const T* hj = h + j * C;
                 const T* Re = R ? R + e * paths * C : r_buf.data();
                 if (table.data) table.value(lengths[e], j, r_buf.data());
-                const T* Se = S + e * K_in * K_out;
+                const T* Se = S.edge(e, s_buf.data());
                 T* gRe = table.data ? gr_buf.data() : gR + e * paths * C;
-                T* gSe = gS + e * K_in * K_out;
+                T* gSe = gs_buf.data();
                 T* ghj = gh ? gh + j * C : nullptr;
                 for (int64_t l3 = 0; l3 < s.l_out1; ++l3)
                     for (int64_t a = 0; a < K_in; ++a) {
@@ -235,6 +349,7 @@ void backward(const Shape& s, const T* R, const Table<T>& table, const T* length
                         }
                     }
                 if (table.data) g_lengths[e] = table.dot_derivative(lengths[e], j, gRe);
+                S.store_grad(e, gSe, gS);
             }
         }
     }
@@ -271,45 +386,56 @@ inline void radial_block(const T* R, const Table<T>& table, const T* lengths, in
 }
 
 template <typename T, int KI, int LI1, int LO1>
-void forward_fast(const Shape& s, const T* R, const Table<T>& table, const T* lengths, const T* h, const T* S,
-                  const int64_t* src, const int64_t* rowptr, T* A, int n_threads) {
+void forward_fast(const Shape& s, const T* R, const Table<T>& table, const T* lengths, const T* h,
+                  const Coupling<T>& S, const int64_t* src, const int64_t* rowptr, T* A, int n_threads) {
     constexpr int W = kLanes<T>, KO = LO1 * LO1, P = LO1 * LI1;
     const int64_t C = s.channels, NC = s.n_nodes * C;
     const T scale = static_cast<T>(s.scale);
-#pragma omp parallel for schedule(dynamic, 8) num_threads(n_threads)
-    for (int64_t i = 0; i < s.n_nodes; ++i) {
-        for (int64_t off = 0; off < C; off += W) {
-            V<T> acc[KO];
-            GAUNT_UNROLL
-            for (int k = 0; k < KO; ++k) acc[k] = V<T>{};
-            for (int64_t e = rowptr[i]; e < rowptr[i + 1]; ++e) {
-                const T* hj = h + src[e] * C + off;
-                const T* Se = S + e * (KI * KO);
-                V<T> r[P], hv[KI];
-                radial_block<T, P>(R, table, lengths, e, src[e], C, off, r);
-                GAUNT_UNROLL
-                for (int a = 0; a < KI; ++a) hv[a] = gaunt_simd::load(hj + a * NC);
-                GAUNT_UNROLL
-                for (int l3 = 0; l3 < LO1; ++l3) {
-                    V<T> x[KI];
-                    GAUNT_UNROLL
-                    for (int a = 0; a < KI; ++a) x[a] = r[l3 * LI1 + degree_of(a)] * hv[a];
-                    GAUNT_UNROLL
-                    for (int k = l3 * l3; k < (l3 + 1) * (l3 + 1); ++k)
-                        GAUNT_UNROLL
-                        for (int a = 0; a < KI; ++a) acc[k] += Se[a * KO + k] * x[a];
-                }
+#pragma omp parallel num_threads(n_threads)
+    {
+        std::vector<T> s_buf;  // S of the receiver's edges, made once for all channel blocks
+#pragma omp for schedule(dynamic, 8)
+        for (int64_t i = 0; i < s.n_nodes; ++i) {
+            const int64_t e0 = rowptr[i], n_e = rowptr[i + 1] - e0;
+            const T* Si = S.S ? S.S + e0 * (KI * KO) : nullptr;
+            if (!Si) {
+                if (static_cast<int64_t>(s_buf.size()) < n_e * KI * KO) s_buf.resize(n_e * KI * KO);
+                for (int64_t el = 0; el < n_e; ++el) S.edge(e0 + el, s_buf.data() + el * (KI * KO));
+                Si = s_buf.data();
             }
-            GAUNT_UNROLL
-            for (int k = 0; k < KO; ++k) gaunt_simd::store(A + k * NC + i * C + off, scale * acc[k]);
+            for (int64_t off = 0; off < C; off += W) {
+                V<T> acc[KO];
+                GAUNT_UNROLL
+                for (int k = 0; k < KO; ++k) acc[k] = V<T>{};
+                for (int64_t e = e0; e < e0 + n_e; ++e) {
+                    const T* hj = h + src[e] * C + off;
+                    const T* Se = Si + (e - e0) * (KI * KO);
+                    V<T> r[P], hv[KI];
+                    radial_block<T, P>(R, table, lengths, e, src[e], C, off, r);
+                    GAUNT_UNROLL
+                    for (int a = 0; a < KI; ++a) hv[a] = gaunt_simd::load(hj + a * NC);
+                    GAUNT_UNROLL
+                    for (int l3 = 0; l3 < LO1; ++l3) {
+                        V<T> x[KI];
+                        GAUNT_UNROLL
+                        for (int a = 0; a < KI; ++a) x[a] = r[l3 * LI1 + degree_of(a)] * hv[a];
+                        GAUNT_UNROLL
+                        for (int k = l3 * l3; k < (l3 + 1) * (l3 + 1); ++k)
+                            GAUNT_UNROLL
+                            for (int a = 0; a < KI; ++a) acc[k] += Se[a * KO + k] * x[a];
+                    }
+                }
+                GAUNT_UNROLL
+                for (int k = 0; k < KO; ++k) gaunt_simd::store(A + k * NC + i * C + off, scale * acc[k]);
+            }
         }
     }
 }
 
 template <typename T, int KI, int LI1, int LO1>
-void backward_fast(const Shape& s, const T* R, const Table<T>& table, const T* lengths, const T* h, const T* S,
-                   const int64_t* src, const int64_t* rowptr, const T* gA, T* gR, T* g_lengths, T* gS, T* gh_work,
-                   int n_threads) {
+void backward_fast(const Shape& s, const T* R, const Table<T>& table, const T* lengths, const T* h,
+                   const Coupling<T>& S, const int64_t* src, const int64_t* rowptr, const T* gA, T* gR,
+                   T* g_lengths, T* gS, T* gh_work, int n_threads) {
     constexpr int W = kLanes<T>, KO = LO1 * LO1, P = LO1 * LI1;
     const int64_t C = s.channels, NC = s.n_nodes * C, PC = P * C, NB = C / W;
     const T scale = static_cast<T>(s.scale);
@@ -326,8 +452,8 @@ void backward_fast(const Shape& s, const T* R, const Table<T>& table, const T* l
             for (int64_t e = rowptr[i]; e < rowptr[i + 1]; ++e) {
                 const int64_t j = src[e];
                 const T* hj = h + j * C;
-                const T* Se = S + e * (KI * KO);
-                T* gSe = gS + e * (KI * KO);
+                T s_buf[KI * KO], gSe[KI * KO];  // S and dL/dS of the edge
+                const T* Se = S.edge(e, s_buf);
                 T t = T(0);
                 const T* c0 = table.data ? table.locate(lengths[e], j, t) : nullptr;
                 GAUNT_UNROLL
@@ -385,6 +511,7 @@ void backward_fast(const Shape& s, const T* R, const Table<T>& table, const T* l
                     for (int l3 = 1; l3 < LO1; ++l3) total += gl[l3];
                     g_lengths[e] = gaunt_simd::sum(total) * table.inv_dx;
                 }
+                S.store_grad(e, gSe, gS);
             }
         }
     }
@@ -403,14 +530,14 @@ void backward_fast(const Shape& s, const T* R, const Table<T>& table, const T* l
     }
 
 template <typename T>
-bool forward_fast_any(const Shape& s, const T* R, const Table<T>& table, const T* lengths, const T* h, const T* S,
-                      const int64_t* src, const int64_t* rowptr, T* A, int n_threads) {
+bool forward_fast_any(const Shape& s, const T* R, const Table<T>& table, const T* lengths, const T* h,
+                      const Coupling<T>& S, const int64_t* src, const int64_t* rowptr, T* A, int n_threads) {
     GAUNT_SHAPE_DISPATCH(forward_fast, s, R, table, lengths, h, S, src, rowptr, A, n_threads)
 }
 
 template <typename T>
-bool backward_fast_any(const Shape& s, const T* R, const Table<T>& table, const T* lengths, const T* h, const T* S,
-                       const int64_t* src, const int64_t* rowptr, const T* gA, T* gR, T* g_lengths, T* gS,
+bool backward_fast_any(const Shape& s, const T* R, const Table<T>& table, const T* lengths, const T* h,
+                       const Coupling<T>& S, const int64_t* src, const int64_t* rowptr, const T* gA, T* gR, T* g_lengths, T* gS,
                        T* gh_work, int n_threads) {
     GAUNT_SHAPE_DISPATCH(backward_fast, s, R, table, lengths, h, S, src, rowptr, gA, gR, g_lengths, gS, gh_work,
                          n_threads)
@@ -427,8 +554,8 @@ bool backward_fast_any(const Shape& s, const T* R, const Table<T>& table, const 
     }
 
 template <typename T>
-void forward_any(const Shape& s, const T* R, const Table<T>& table, const T* lengths, const T* h, const T* S,
-                 const int64_t* src, const int64_t* rowptr, const int64_t* deg_in, const int64_t* deg_out, T* A,
+void forward_any(const Shape& s, const T* R, const Table<T>& table, const T* lengths, const T* h,
+                 const Coupling<T>& S, const int64_t* src, const int64_t* rowptr, const int64_t* deg_in, const int64_t* deg_out, T* A,
                  int n_threads) {
     if (forward_fast_any(s, R, table, lengths, h, S, src, rowptr, A, n_threads)) return;
     GAUNT_CHANNEL_DISPATCH(forward, s.channels, s, R, table, lengths, h, S, src, rowptr, deg_in, deg_out, A,
@@ -436,8 +563,8 @@ void forward_any(const Shape& s, const T* R, const Table<T>& table, const T* len
 }
 
 template <typename T>
-void backward_any(const Shape& s, const T* R, const Table<T>& table, const T* lengths, const T* h, const T* S,
-                  const int64_t* src, const int64_t* rowptr, const int64_t* deg_in, const int64_t* deg_out,
+void backward_any(const Shape& s, const T* R, const Table<T>& table, const T* lengths, const T* h,
+                  const Coupling<T>& S, const int64_t* src, const int64_t* rowptr, const int64_t* deg_in, const int64_t* deg_out,
                   const T* gA, T* gR, T* g_lengths, T* gS, T* gh_work, int n_threads) {
     if (backward_fast_any(s, R, table, lengths, h, S, src, rowptr, gA, gR, g_lengths, gS, gh_work, n_threads)) return;
     GAUNT_CHANNEL_DISPATCH(backward, s.channels, s, R, table, lengths, h, S, src, rowptr, deg_in, deg_out, gA, gR,
@@ -448,30 +575,34 @@ void backward_any(const Shape& s, const T* R, const Table<T>& table, const T* le
 
 extern "C" {
 
-// h [K_in, N, C], A [K_out, N, C], S [E, K_in, K_out]; R: [E, (l3, l1), C], or NULL: then table
-// [n_intervals, 4, table_width] and lengths [E] are used, table_width = (l3, l1) C, or that times
-// the species with species [N] (else NULL). gh_work [threads, K_in, N, C] or NULL.
+// h [K_in, N, C], A [K_out, N, C]; S [E, K_in, K_out], or NULL: then Y [E, k_edge] and G [k_edge,
+// K_in K_out] (see Coupling) are used, and gS is dL/dY [E, k_edge]; R: [E, (l3, l1), C], or NULL:
+// then table [n_intervals, 4, table_width] and lengths [E] are used, table_width = (l3, l1) C, or
+// that times the species with species [N] (else NULL). gh_work [threads, K_in, N, C] or NULL.
 #define GAUNT_DEFINE(SUFFIX, T)                                                                              \
     void gaunt_edge_conv_forward_##SUFFIX(                                                                   \
         int64_t n_edges, int64_t n_nodes, int64_t channels, int64_t k_in, int64_t k_out, int64_t l_out1,     \
         int64_t l_in1, const T* R, const T* table_data, T inv_dx, int64_t n_intervals, int64_t table_width,  \
-        const int64_t* species, const T* lengths, const T* h, const T* S, const int64_t* src,                \
-        const int64_t* rowptr, const int64_t* deg_in, const int64_t* deg_out, double scale, T* A,            \
-        int n_threads) {                                                                                     \
+        const int64_t* species, const T* lengths, const T* h, const T* S, const T* Y, const T* G,            \
+        int64_t k_edge, const int64_t* src, const int64_t* rowptr, const int64_t* deg_in,                    \
+        const int64_t* deg_out, double scale, T* A, int n_threads) {                                         \
         Shape s{n_edges, n_nodes, channels, k_in, k_out, l_out1, l_in1, scale};                              \
         Table<T> table{table_data, inv_dx, n_intervals, table_width, l_out1 * l_in1 * channels, species};    \
-        forward_any<T>(s, R, table, lengths, h, S, src, rowptr, deg_in, deg_out, A, n_threads);              \
+        Coupling<T> coupling(S, Y, G, k_edge, k_in * k_out);                                                 \
+        forward_any<T>(s, R, table, lengths, h, coupling, src, rowptr, deg_in, deg_out, A, n_threads);       \
     }                                                                                                        \
     void gaunt_edge_conv_backward_##SUFFIX(                                                                  \
         int64_t n_edges, int64_t n_nodes, int64_t channels, int64_t k_in, int64_t k_out, int64_t l_out1,     \
         int64_t l_in1, const T* R, const T* table_data, T inv_dx, int64_t n_intervals, int64_t table_width,  \
-        const int64_t* species, const T* lengths, const T* h, const T* S, const int64_t* src,                \
-        const int64_t* rowptr, const int64_t* deg_in, const int64_t* deg_out, double scale, const T* gA,     \
-        T* gR, T* g_lengths, T* gS, T* gh_work, int n_threads) {                                             \
+        const int64_t* species, const T* lengths, const T* h, const T* S, const T* Y, const T* G,            \
+        int64_t k_edge, const int64_t* src, const int64_t* rowptr, const int64_t* deg_in,                    \
+        const int64_t* deg_out, double scale, const T* gA, T* gR, T* g_lengths, T* gS, T* gh_work,           \
+        int n_threads) {                                                                                     \
         Shape s{n_edges, n_nodes, channels, k_in, k_out, l_out1, l_in1, scale};                              \
         Table<T> table{table_data, inv_dx, n_intervals, table_width, l_out1 * l_in1 * channels, species};    \
-        backward_any<T>(s, R, table, lengths, h, S, src, rowptr, deg_in, deg_out, gA, gR, g_lengths, gS,     \
-                        gh_work, n_threads);                                                                 \
+        Coupling<T> coupling(S, Y, G, k_edge, k_in * k_out);                                                 \
+        backward_any<T>(s, R, table, lengths, h, coupling, src, rowptr, deg_in, deg_out, gA, gR, g_lengths,  \
+                        gS, gh_work, n_threads);                                                             \
     }
 
 GAUNT_DEFINE(f32, float)
