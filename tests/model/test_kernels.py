@@ -66,6 +66,50 @@ def _reference_conv(h, coupling, edge_index, deg_in, deg_out, radial, scale=1.0)
     return scale * out
 
 
+# the kernel making S_e = Y_e G itself (what EdgeConvolution asks for when l_in > 0): the same A as
+# with S given, and dL/dY = dL/dS G^T; generic (3 channels, float64) and register-blocked (8)
+# kernels, a G with zero columns and rows like the Gaunt coupling's, float32 too; K_in K_A = 36 (l_out
+# 2) is not a whole number of float64 vectors: the kernel's scalar loops
+@pytest.mark.parametrize("channels, dtype, l_out", [(3, torch.float64, 3), (8, torch.float64, 3),
+                                                    (16, torch.float32, 3), (8, torch.float64, 2)])
+def test_edge_convolution_kernel_makes_coupling_from_harmonics(channels, dtype, l_out):
+    gen = torch.Generator().manual_seed(6)
+    edge_index, h, _, deg_in, deg_out = _conv_inputs(gen, channels=channels, l_out=l_out)
+    k_in, k_out = len(deg_in), len(deg_out)
+    y = torch.randn(edge_index.shape[1], k_out, generator=gen, dtype=torch.float64)
+    matrix = torch.randn(k_out, k_in * k_out, generator=gen, dtype=torch.float64)
+    matrix[:, 3:11] = 0.0  # a whole vector of zeros in every row (skipped by the kernel)
+    matrix[5] = 0.0  # a harmonic that couples to nothing
+    radial = torch.randn(edge_index.shape[1], 2 * (l_out + 1), channels, generator=gen, dtype=torch.float64)
+    h, y, matrix, radial = h.to(dtype), y.to(dtype), matrix.to(dtype), radial.to(dtype)
+    coupling = (y @ matrix).view(-1, k_in, k_out)
+    out = fused_edge_convolution(h, None, edge_index, deg_in, deg_out, radial=radial, scale=0.3,
+                                 edge_sh=y, coupling_matrix=matrix)
+    ref = fused_edge_convolution(h, coupling, edge_index, deg_in, deg_out, radial=radial, scale=0.3)
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(out, ref, rtol=tol, atol=tol)
+    g = torch.randn(out.shape, generator=gen, dtype=torch.float64).to(dtype)
+    y.requires_grad_()
+    (grad_y,) = torch.autograd.grad(
+        fused_edge_convolution(h, None, edge_index, deg_in, deg_out, radial=radial, scale=0.3, edge_sh=y,
+                               coupling_matrix=matrix), y, g)
+    coupling.requires_grad_()
+    (grad_s,) = torch.autograd.grad(
+        fused_edge_convolution(h, coupling, edge_index, deg_in, deg_out, radial=radial, scale=0.3), coupling, g)
+    torch.testing.assert_close(grad_y, grad_s.reshape(len(y), -1) @ matrix.T, rtol=tol, atol=tol)
+    if dtype == torch.float64:
+        inputs = (radial.requires_grad_(), h.requires_grad_(), y)
+        assert torch.autograd.gradcheck(
+            lambda r, x, sh: fused_edge_convolution(x, None, edge_index, deg_in, deg_out, radial=r, edge_sh=sh,
+                                                    coupling_matrix=matrix), inputs, atol=1e-8, rtol=1e-6)
+    with pytest.raises(ValueError, match="either coupling or both"):
+        fused_edge_convolution(h, coupling, edge_index, deg_in, deg_out, radial=radial, edge_sh=y,
+                               coupling_matrix=matrix)
+    with pytest.raises(ValueError, match="columns, expected"):
+        fused_edge_convolution(h, None, edge_index, deg_in, deg_out, radial=radial, edge_sh=y,
+                               coupling_matrix=matrix[:, :-1])
+
+
 # 3 channels: the generic kernel; 8 and 64: the register-blocked one (whole float64 vectors)
 @pytest.mark.parametrize("l_in, channels, l_out", [(0, 3, 3), (1, 3, 3), (0, 8, 3), (1, 64, 3), (1, 8, 2)])
 def test_edge_convolution_kernel_matches_einsum_and_gradcheck(l_in, channels, l_out):
