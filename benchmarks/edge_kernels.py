@@ -11,9 +11,14 @@ Two variants of the second layer's edge convolution measure what reading its rad
 * ``equal lengths``: every edge gets the same length, so every edge reads the same table rows
   (from L1): the kernel's time without the table traffic;
 * ``pairs share rows``: every odd edge gets its even neighbour's length, so each row read is
-  reused once right away, as pairing every edge with its reverse (same length) would do.
+  reused once right away, as pairing every edge with its reverse (same length) would do;
+* ``N distinct lengths``: the lengths drawn at random from N values in 2-4.9 Å, so that the edges
+  read N rows of the table (16 KB each in float64) in random order: how the time grows with
+  the part of the table in use against the caches (2 MB of L2 per core here);
+* ``table in 4 KB pages``: the table copied out of its huge pages
+  (:mod:`gaunt_md.native.memory`) into ordinary memory.
 
-The numbers are wrong for those variants (other lengths); only their times mean something.
+The numbers are wrong for the length variants (other lengths); only their times mean something.
 Runs against any checkout with the same kernel entry points (``PYTHONPATH=<checkout>``).
 """
 
@@ -41,16 +46,22 @@ def best_of(fn, repeats: int) -> float:
 def time_conv(conv, args, kwargs, repeats):
     import torch
 
-    h = args[0].detach().clone().requires_grad_(args[0].requires_grad)
-    s = args[1].detach().clone().requires_grad_(True)
-    kw = dict(kwargs)
+    args, kw = list(args), dict(kwargs)
+    args[0] = args[0].detach().clone().requires_grad_(args[0].requires_grad)  # h
+    # the coupling S, or the harmonics the kernel makes it from (older checkouts: always S)
+    if len(args) > 1 and args[1] is not None:
+        args[1] = args[1].detach().clone().requires_grad_(True)
+    if kw.get("coupling") is not None:
+        kw["coupling"] = kw["coupling"].detach().clone().requires_grad_(True)
+    if kw.get("edge_sh") is not None:
+        kw["edge_sh"] = kw["edge_sh"].detach().clone().requires_grad_(True)
     kw["lengths"] = kwargs["lengths"].detach().clone().requires_grad_(True)
-    out = conv(h, s, *args[2:], **kw)
+    out = conv(*args, **kw)
     grad = torch.ones_like(out)
-    forward = best_of(lambda: conv(h, s, *args[2:], **kw), repeats)
+    forward = best_of(lambda: conv(*args, **kw), repeats)
 
     def fwd_bwd():
-        conv(h, s, *args[2:], **kw).backward(grad)
+        conv(*args, **kw).backward(grad)
 
     both = best_of(fwd_bwd, repeats)
     return forward, both - forward
@@ -72,6 +83,8 @@ def main() -> None:
     parser.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--distinct", type=int, nargs="*", default=[64, 128, 256, 1024],
+                        help="numbers of distinct lengths for the working-set rows")
     args = parser.parse_args()
 
     import torch
@@ -115,6 +128,17 @@ def main() -> None:
     shared[1::2] = lengths[0::2][: shared[1::2].shape[0]]
     f, b = time_conv(conv, a, dict(kw, lengths=shared), args.repeats)
     print(f"| edge convolution, layer 2, pairs share rows | {f:.1f} | {b:.1f} |")
+    gen = torch.Generator().manual_seed(0)
+    for n in args.distinct:
+        values = torch.linspace(2.0, 4.9, n, dtype=lengths.dtype)
+        drawn = values[torch.randint(0, n, lengths.shape, generator=gen)]
+        f, b = time_conv(conv, a, dict(kw, lengths=drawn), args.repeats)
+        print(f"| edge convolution, layer 2, {n} distinct lengths | {f:.1f} | {b:.1f} |")
+    table = kw["table"]
+    plain = torch.empty(table.shape, dtype=table.dtype)  # ordinary 4 KB pages
+    plain.copy_(table)
+    f, b = time_conv(conv, a, dict(kw, table=plain), args.repeats)
+    print(f"| edge convolution, layer 2, table in 4 KB pages | {f:.1f} | {b:.1f} |")
     for t, a in enumerate(products[-2:]):
         f, b = time_product(product, a, args.repeats)
         print(f"| product basis, layer {t + 1} | {f:.1f} | {b:.1f} |")
