@@ -105,6 +105,10 @@ def test_edge_convolution_kernel_makes_coupling_from_harmonics(channels, dtype, 
     with pytest.raises(ValueError, match="either coupling or both"):
         fused_edge_convolution(h, coupling, edge_index, deg_in, deg_out, radial=radial, edge_sh=y,
                                coupling_matrix=matrix)
+    for bad in ({"edge_sh": y}, {"coupling_matrix": matrix}):  # half of the pair, with or without S
+        for s in (coupling, None):
+            with pytest.raises(ValueError, match="either coupling or both"):
+                fused_edge_convolution(h, s, edge_index, deg_in, deg_out, radial=radial, **bad)
     with pytest.raises(ValueError, match="columns, expected"):
         fused_edge_convolution(h, None, edge_index, deg_in, deg_out, radial=radial, edge_sh=y,
                                coupling_matrix=matrix[:, :-1])

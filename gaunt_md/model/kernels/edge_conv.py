@@ -106,7 +106,8 @@ def fused_edge_convolution(
         raise ValueError("give exactly one of radial= and table=")
     if table is not None and lengths is None:
         raise ValueError("table= needs lengths=")
-    if (coupling is None) == (edge_sh is None or coupling_matrix is None):
+    via_harmonics = edge_sh is not None or coupling_matrix is not None
+    if (coupling is not None) == via_harmonics or (edge_sh is None) != (coupling_matrix is None):
         raise ValueError("give either coupling or both edge_sh= and coupling_matrix=")
     if coupling_matrix is not None and coupling_matrix.shape[1] != h.shape[0] * deg_out.numel():
         raise ValueError(f"coupling_matrix has {coupling_matrix.shape[1]} columns, expected K_in K_A = "
