@@ -11,6 +11,9 @@
 // one private buffer per thread (gh_work[thread]), which the caller sums; gh_work = NULL skips it
 // (the first layer's h holds only frozen weights).
 //
+// S comes either as an array [E, K_in, K_out] or is made per edge from the harmonics Y and the
+// coupling matrix (see Coupling); then the backward pass returns dL/dY instead of dL/dS.
+//
 // The radial weights R come either as an array [E, (l3, l1), C] (the radial MLP evaluated by torch)
 // or, when `table` is given, from a cubic Hermite table of that MLP over distance (see Table):
 // then the kernel reads the edge lengths and the backward pass returns dL/dr per edge instead of
