@@ -126,8 +126,7 @@ def fused_edge_convolution(
         def reordered(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
             return None if t is None else t.index_select(0, order)
 
-        src, dst, coupling, edge_sh = src.index_select(0, order), dst.index_select(0, order), reordered(coupling), reordered(edge_sh)
-        radial, lengths = reordered(radial), reordered(lengths)
+        src, dst, coupling, edge_sh, radial, lengths = map(reordered, (src, dst, coupling, edge_sh, radial, lengths))
     counts = torch.bincount(dst, minlength=n_nodes)
     rowptr = torch.zeros(n_nodes + 1, dtype=torch.int64)
     torch.cumsum(counts, 0, out=rowptr[1:])

@@ -132,23 +132,25 @@ struct Coupling {
     // backward: dL/dY[u-th vector] = sum over n in [y_start[u], y_start[u+1]) of dL/dS[y_col[n]] y_g[n]
     std::vector<int64_t> y_start, y_col;
     std::vector<Vec> y_g;
-    // scalar fallback: the non-zero entries (b, col, G[b, col])
+    // scalar fallback (not vectorised): the non-zero entries (b, col, G[b, col])
     std::vector<int64_t> nz_b, nz_col;
     std::vector<T> nz_g;
 
     Coupling(const T* S_, const T* Y_, const T* G, int64_t k_edge_, int64_t width_)
         : S(S_), Y(Y_), k_edge(k_edge_), width(width_) {
         if (S) return;
-        for (int64_t b = 0; b < k_edge; ++b)
-            for (int64_t col = 0; col < width; ++col)
-                if (G[b * width + col] != T(0)) {
-                    nz_b.push_back(b);
-                    nz_col.push_back(col);
-                    nz_g.push_back(G[b * width + col]);
-                }
         const int64_t y_vectors = (k_edge + W - 1) / W;
         vectorised = width % W == 0 && y_vectors <= kMaxYVectors;
-        if (!vectorised) return;
+        if (!vectorised) {
+            for (int64_t b = 0; b < k_edge; ++b)
+                for (int64_t col = 0; col < width; ++col)
+                    if (G[b * width + col] != T(0)) {
+                        nz_b.push_back(b);
+                        nz_col.push_back(col);
+                        nz_g.push_back(G[b * width + col]);
+                    }
+            return;
+        }
         s_start.push_back(0);
         for (int64_t v = 0; v < width / W; ++v) {
             for (int64_t b = 0; b < k_edge; ++b) {
