@@ -131,8 +131,9 @@ def test_edge_convolution_kernel_matches_einsum_and_gradcheck(l_in, channels, l_
 
 
 # 3 channels: the generic kernel; 8: the register-blocked one (a whole number of float64 vectors)
+@pytest.mark.parametrize("layout", ["coefficients", "knots"])
 @pytest.mark.parametrize("channels", [3, 8])
-def test_edge_convolution_kernel_with_table_gradcheck_in_lengths(channels):
+def test_edge_convolution_kernel_with_table_gradcheck_in_lengths(channels, layout):
     gen = torch.Generator().manual_seed(2)
     edge_index, h, coupling, deg_in, deg_out = _conv_inputs(gen, channels=channels)
     width, cutoff, n = 8 * channels, 4.0, 64
@@ -141,7 +142,7 @@ def test_edge_convolution_kernel_with_table_gradcheck_in_lengths(channels):
     def radial_function(r):
         return torch.cos(freq * r[:, None]) * (1 - r[:, None] / cutoff) ** 3
 
-    table = tabulate_radial(radial_function, cutoff, n, torch.float64)
+    table = tabulate_radial(radial_function, cutoff, n, torch.float64, layout=layout)
     lengths = 0.5 + 3.0 * torch.rand(edge_index.shape[1], generator=gen, dtype=torch.float64)
 
     def f(r, x, s):
@@ -153,6 +154,39 @@ def test_edge_convolution_kernel_with_table_gradcheck_in_lengths(channels):
     torch.testing.assert_close(f(lengths, h, coupling), ref, rtol=0, atol=1e-5)
     inputs = (lengths.requires_grad_(), h.requires_grad_(), coupling.requires_grad_())
     assert torch.autograd.gradcheck(f, inputs, atol=1e-8, rtol=1e-6)
+
+
+@pytest.mark.parametrize("channels", [3, 8])
+def test_table_layouts_are_one_cubic(channels):
+    """Coefficients per interval and value/slope per knot: the same interpolant, so the same
+    messages and length gradients to rounding (float64), and a knot table has half the rows."""
+    gen = torch.Generator().manual_seed(6)
+    edge_index, h, coupling, deg_in, deg_out = _conv_inputs(gen, channels=channels)
+    width, cutoff, n = 8 * channels, 4.0, 32
+    freq = torch.rand(width, generator=gen, dtype=torch.float64) * 3
+
+    def radial_function(r):
+        return torch.sin(freq * r[:, None] + 0.3) * (1 - r[:, None] / cutoff) ** 3
+
+    tables = {layout: tabulate_radial(radial_function, cutoff, n, torch.float64, layout=layout)
+              for layout in ("coefficients", "knots")}
+    assert tables["coefficients"].shape == (n, 4, width) and tables["knots"].shape == (n + 1, 2, width)
+    # lengths on knots, inside intervals, and past the last knot (clamped)
+    lengths = torch.cat([torch.tensor([0.0, cutoff / n, 1.0, cutoff, cutoff + 0.2], dtype=torch.float64),
+                         4.2 * torch.rand(edge_index.shape[1] - 5, generator=gen, dtype=torch.float64)])
+    out, grads = {}, {}
+    for layout, table in tables.items():
+        r = lengths.clone().requires_grad_()
+        out[layout] = fused_edge_convolution(h, coupling, edge_index, deg_in, deg_out, table=table, lengths=r,
+                                             dx=cutoff / n)
+        (grads[layout],) = torch.autograd.grad((out[layout] * torch.cos(out[layout])).sum(), r)
+    torch.testing.assert_close(out["knots"], out["coefficients"], rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(grads["knots"], grads["coefficients"], rtol=1e-11, atol=1e-11)
+    assert grads["knots"].abs().max() > 1e-2
+    with pytest.raises(ValueError, match="layout"):
+        tabulate_radial(radial_function, cutoff, n, torch.float64, layout="nodes")
+    with pytest.raises(ValueError, match=r"\[n \+ 1, 2, width\]"):
+        fused_edge_convolution(h, coupling, edge_index, deg_in, deg_out, table=tables["knots"][:, :1], lengths=lengths)
 
 
 @pytest.mark.parametrize("l_in, l_out", [(2, 2), (3, 0)])  # K_in = 9: the generic kernel; 16: unrolled

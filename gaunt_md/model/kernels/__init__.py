@@ -21,7 +21,7 @@ import copy
 
 import torch
 
-from gaunt_md.model.kernels.edge_conv import tabulate_radial
+from gaunt_md.model.kernels.edge_conv import TABLE_LAYOUTS, tabulate_radial
 from gaunt_md.model.kernels.harmonics import MAX_DEGREE
 from gaunt_md.model.kernels.product_basis import supports
 from gaunt_md.native.build import available, load_error
@@ -34,7 +34,7 @@ DEFAULT_RADIAL_INTERVALS = 2048
 
 
 #: Largest first-layer table (bytes) that :func:`enable` folds the species in (one set of
-#: columns per species; 2048 intervals, 6 species, 32 channels, float64: 50 MB).
+#: columns per species; 2048 intervals, 6 species, 32 channels: 25 MB in float64 or float32).
 MAX_FOLDED_TABLE_BYTES = 256 * 2**20
 
 
@@ -44,7 +44,7 @@ def enable(
     """Run ``potential`` through the fused kernels on CPU; ``True`` if they could be built.
 
     ``radial_intervals > 0`` also replaces each layer's radial MLP by its cubic Hermite table on
-    ``[0, cutoff]`` with that many intervals (2048: radial weights within 1e-9 of the MLP,
+    ``[0, cutoff]`` with that many intervals (layout per dtype: :data:`~gaunt_md.model.kernels.edge_conv.TABLE_LAYOUTS`) (2048: radial weights within 1e-9 of the MLP,
     relative, for the shipped models, tests/model/test_kernels.py; energies and forces in
     benchmarks/radial_table.py); ``0`` keeps the MLP. The
     weights must be frozen (``requires_grad_(False)``): the tables are a snapshot of them. Call it
@@ -79,18 +79,20 @@ def enable(
                 return mlp(basis(r), columns)
 
             n_species, cols = potential.embedding.shape[0], conv.fused_columns.numel()
-            folded_bytes = radial_intervals * 4 * n_species * cols * potential.embedding.element_size()
+            layout = TABLE_LAYOUTS[dtype]
+            rows = (radial_intervals + 1, 2) if layout == "knots" else (radial_intervals, 4)
+            folded_bytes = rows[0] * rows[1] * n_species * cols * potential.embedding.element_size()
             fold = t == 0 and conv.l_in == 0 and fold_first_layer and folded_bytes <= MAX_FOLDED_TABLE_BYTES
             # in huge pages: edges read the table's rows at random (fewer TLB misses)
-            table = huge_page_empty((radial_intervals, 4, (n_species if fold else 1) * cols), dtype)
+            table = huge_page_empty((*rows, (n_species if fold else 1) * cols), dtype)
             if fold:
                 h_up, w = _first_layer_factors(potential, layer)
                 for z in range(n_species):  # one species at a time: float64 temporaries of one set only
-                    tabulate_radial(_folded_radial(radial_function, h_up[z], w), potential.cutoff,
-                                    radial_intervals, dtype, out=table[:, :, z * cols:(z + 1) * cols])
+                    tabulate_radial(_folded_radial(radial_function, h_up[z], w), potential.cutoff, radial_intervals,
+                                    dtype, out=table[:, :, z * cols:(z + 1) * cols], layout=layout)
                 conv.folded = True
             else:
-                tabulate_radial(radial_function, potential.cutoff, radial_intervals, dtype, out=table)
+                tabulate_radial(radial_function, potential.cutoff, radial_intervals, dtype, out=table, layout=layout)
             conv.radial_table = table.to(conv.coupling_sparse.device)
             conv.radial_dx = potential.cutoff / radial_intervals
         else:

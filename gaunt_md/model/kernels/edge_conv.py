@@ -31,8 +31,8 @@ PARALLEL_EDGES = 512
 
 
 class _FusedEdgeConvolution(torch.autograd.Function):
-    """Inputs: ``radial [E, P, C]`` or ``None``; ``table [n, 4, (S) P C]`` and ``lengths [E]`` or
-    ``None``; the coupling as ``coupling [E, K_in, K_A]``, or as ``edge_sh [E, K_edge]`` and
+    """Inputs: ``radial [E, P, C]`` or ``None``; ``table`` (``[n, 4, (S) P C]`` or
+    ``[n + 1, 2, (S) P C]``, see :func:`tabulate_radial`) and ``lengths [E]`` or ``None``; the coupling as ``coupling [E, K_in, K_A]``, or as ``edge_sh [E, K_edge]`` and
     ``matrix [K_edge, K_in K_A]`` (made per edge in the kernel); ``species [N]`` with a table of
     one set of columns per sender species, else ``None``."""
 
@@ -42,9 +42,9 @@ class _FusedEdgeConvolution(torch.autograd.Function):
         n_edges, n_nodes = src.shape[0], h.shape[1]
         k_in, channels, k_out = h.shape[0], h.shape[2], deg_out.shape[0]
         shape = (n_edges, n_nodes, channels, k_in, k_out, l_out1, l_in1)
-        n_intervals, width = (0, 0) if table is None else (table.shape[0], table.shape[2])
+        n_intervals, width, rows = (0, 0, 0) if table is None else _table_shape(table)
         k_edge = 0 if edge_sh is None else edge_sh.shape[1]
-        head = (*shape, pointer(radial), pointer(table), 1.0 / dx, n_intervals, width, pointer(species),
+        head = (*shape, pointer(radial), pointer(table), 1.0 / dx, n_intervals, width, rows, pointer(species),
                 pointer(lengths), pointer(h), pointer(coupling), pointer(edge_sh), pointer(matrix), k_edge,
                 pointer(src), pointer(rowptr), pointer(deg_in), pointer(deg_out), float(scale))
         out = torch.empty((k_out, n_nodes, channels), dtype=h.dtype)
@@ -84,7 +84,7 @@ def fused_edge_convolution(
     deg_in: torch.Tensor,  # [K_in] int64
     deg_out: torch.Tensor,  # [K_A] int64
     radial: Optional[torch.Tensor] = None,  # [E, (L_A+1)(l_in+1), C]: R[e, (l3, l1), c]
-    table: Optional[torch.Tensor] = None,  # [n, 4, (L_A+1)(l_in+1) C], from tabulate_radial
+    table: Optional[torch.Tensor] = None,  # [n, 4, (L_A+1)(l_in+1) C] or [n + 1, 2, ...], from tabulate_radial
     lengths: Optional[torch.Tensor] = None,  # [E] Å, with table
     dx: float = 1.0,  # knot spacing of table (Å)
     scale: float = 1.0,  # multiplies A
@@ -106,6 +106,8 @@ def fused_edge_convolution(
         raise ValueError("give exactly one of radial= and table=")
     if table is not None and lengths is None:
         raise ValueError("table= needs lengths=")
+    if table is not None:
+        _table_shape(table)
     via_harmonics = edge_sh is not None or coupling_matrix is not None
     if (coupling is not None) == via_harmonics or (edge_sh is None) != (coupling_matrix is None):
         raise ValueError("give either coupling or both edge_sh= and coupling_matrix=")
@@ -143,24 +145,60 @@ def fused_edge_convolution(
     )
 
 
-def tabulate_radial(
-    radial_function, cutoff: float, n_intervals: int, dtype: torch.dtype, out: Optional[torch.Tensor] = None
-) -> torch.Tensor:
-    """Cubic Hermite table ``[n, 4, width]`` of ``radial_function: [M] Å -> [M, width]`` on ``[0, cutoff]``.
+#: The table layout :func:`gaunt_md.model.kernels.enable` uses per dtype: value and slope per knot
+#: in float64 (half the rows: the part of the table a batch of edges reads is half as large for
+#: the caches); coefficients per interval in float32, whose derivative from knot values would
+#: lose four digits to cancellation.
+TABLE_LAYOUTS = {torch.float64: "knots", torch.float32: "coefficients"}
 
-    Interval ``k`` holds the coefficients of ``R(r) = c0 + c1 t + c2 t^2 + c3 t^3``,
-    ``t = r / dx - k``, ``dx = cutoff / n_intervals``, that match ``R`` and ``R'`` at both ends
-    (values and derivatives by forward-mode autodiff in float64, coefficients in float64, then
-    cast). The interpolant is C1 (energies and forces continuous); its error falls as ``dx^4``
-    (values) and ``dx^3`` (forces). ``r = 0`` is evaluated at 1e-6 Å: the Bessel basis
-    ``sin(k r) / r`` is 0/0 there. ``out``: write the table there (any strides) and return it;
-    the float64 intermediates are then two ``[n+1, width]`` arrays, not the whole table.
+
+def _table_shape(table: torch.Tensor) -> tuple[int, int, int]:
+    """``(n_intervals, width, rows)`` of a table from :func:`tabulate_radial`."""
+    if table.dim() != 3 or table.shape[1] not in (2, 4) or table.shape[0] < (2 if table.shape[1] == 2 else 1):
+        raise ValueError(f"table has shape {tuple(table.shape)}: expected [n, 4, width] (coefficients) or "
+                         "[n + 1, 2, width] (knots) from tabulate_radial")
+    rows = table.shape[1]
+    return (table.shape[0] if rows == 4 else table.shape[0] - 1), table.shape[2], rows
+
+
+def tabulate_radial(
+    radial_function,
+    cutoff: float,
+    n_intervals: int,
+    dtype: torch.dtype,
+    out: Optional[torch.Tensor] = None,
+    layout: str = "coefficients",
+) -> torch.Tensor:
+    """Cubic Hermite table of ``radial_function: [M] Å -> [M, width]`` on ``[0, cutoff]``.
+
+    The interpolant matches ``R`` and ``R'`` at the knots ``r_k = k dx``, ``dx = cutoff /
+    n_intervals`` (values and derivatives by forward-mode autodiff in float64): it is C1
+    (energies and forces continuous) and its error falls as ``dx^4`` (values) and ``dx^3``
+    (forces). Two layouts of the same cubic, with ``t = r / dx - k`` in interval ``k``:
+
+    * ``"coefficients"``, ``[n, 4, width]``: interval ``k`` holds ``c0..c3`` of
+      ``R = c0 + c1 t + c2 t^2 + c3 t^3`` (computed in float64, then cast);
+    * ``"knots"``, ``[n + 1, 2, width]``: knot ``k`` holds ``R(r_k)`` and ``dx R'(r_k)``, and the
+      kernel weights the two knots of an interval with the Hermite basis. Half the rows; the
+      derivative then subtracts nearly equal values (fine in float64, four digits lost in float32).
+
+    ``r = 0`` is evaluated at 1e-6 Å: the Bessel basis ``sin(k r) / r`` is 0/0 there. ``out``:
+    write the table there (any strides) and return it; the float64 intermediates are then two
+    ``[n+1, width]`` arrays, not the whole table.
     """
+    if layout not in ("coefficients", "knots"):
+        raise ValueError(f"layout must be 'coefficients' or 'knots', not {layout!r}")
     knots = torch.linspace(0.0, cutoff, n_intervals + 1, dtype=torch.float64)
     knots[0] = 1e-6
     with torch.enable_grad():
         values, slopes = torch.func.jvp(radial_function, (knots,), (torch.ones_like(knots),))
     values, slopes = values.detach(), slopes.detach() * (cutoff / n_intervals)  # slopes per unit t
+    if layout == "knots":
+        if out is None:
+            out = torch.empty(n_intervals + 1, 2, values.shape[1], dtype=dtype)
+        out[:, 0] = values
+        out[:, 1] = slopes
+        return out
     y0, y1, m0, m1 = values[:-1], values[1:], slopes[:-1], slopes[1:]
     if out is None:
         out = torch.empty(n_intervals, 4, values.shape[1], dtype=dtype)
@@ -169,5 +207,3 @@ def tabulate_radial(
     out[:, 2] = 3 * (y1 - y0) - 2 * m0 - m1
     out[:, 3] = 2 * (y0 - y1) + m0 + m1
     return out
-
-

@@ -37,63 +37,86 @@ struct Shape {
     double scale;
 };
 
-// Cubic Hermite table of the radial weights over distance, as polynomial coefficients per
-// interval: R(r) = c0 + c1 t + c2 t^2 + c3 t^3, t = r / dx - k in interval k. (Coefficients rather
-// than knot values and slopes: the derivative then has no cancellation of nearly equal numbers,
-// which costs float32 tables four digits.)
+// Cubic Hermite table of the radial weights over distance, in one of two layouts (`rows`):
+//   4: polynomial coefficients per interval, [n_intervals, 4, width]:
+//      R(r) = c0 + c1 t + c2 t^2 + c3 t^3, t = r / dx - k in interval k;
+//   2: value and slope (times dx) per knot, [n_intervals + 1, 2, width]:
+//      R(r) = h00(t) f_k + h10(t) m_k + h01(t) f_k+1 + h11(t) m_k+1 (the Hermite basis).
+// Both give the same cubic. Either way an edge reads four rows, `width` apart, from the start of
+// its interval or knot, and R and dR/dt are weighted sums of them (Point). The knot layout keeps
+// half as many rows (neighbouring intervals share a knot), so the part of the table a batch
+// touches is half as large for the caches; its derivative subtracts nearly equal knot values,
+// which costs float32 four digits (float32 tables use coefficients).
 //
 // With `species` (one index per node), the table holds one set of columns per sender species,
-// [n_intervals, 4, n_species * cols], and an edge reads those of the species of its sender: the
-// first layer's radial weights with the species embedding and the two linear maps around the
+// width = n_species * cols, and an edge reads those of the species of its sender: the first
+// layer's radial weights with the species embedding and the two linear maps around the
 // convolution folded in (gaunt_md.model.kernels.enable).
 template <typename T>
+struct Point {
+    const T* rows;    // the first of the four rows (then + width, + 2 width, + 3 width)
+    T w[4], dw[4];    // R = sum_q w[q] row_q, dR/dt = sum_q dw[q] row_q
+};
+
+template <typename T>
 struct Table {
-    const T* data;  // [n_intervals, 4, width]
+    const T* data;  // [n_intervals, 4, width] or [n_intervals + 1, 2, width]
     T inv_dx;
     int64_t n_intervals, width;  // width: row length, cols per species times the species
+    int64_t rows;                // 4 (coefficients per interval) or 2 (value and slope per knot)
     int64_t cols;                // the (l3, l1) C columns an edge reads
     const int64_t* species;      // [N] or NULL (one set of columns)
 
-    // coefficients of the interval of distance r (clamped to the table) for sender j, and the
-    // position t in it
-    inline const T* locate(T r, int64_t j, T& t) const {
+    // the rows of the interval of distance r (clamped to the table) for sender j, and the weights
+    // of the position t in it
+    inline Point<T> at(T r, int64_t j) const {
         T x = r * inv_dx;
         if (x < T(0)) x = T(0);
         int64_t k = static_cast<int64_t>(x);
         if (k >= n_intervals) k = n_intervals - 1;
-        t = x - static_cast<T>(k);
+        T t = x - static_cast<T>(k);
         if (t > T(1)) t = T(1);
-        return data + k * 4 * width + (species ? species[j] * cols : 0);
+        Point<T> p;
+        p.rows = data + k * rows * width + (species ? species[j] * cols : 0);
+        const T t2 = t * t, t3 = t2 * t;
+        if (rows == 4) {
+            p.w[0] = T(1), p.w[1] = t, p.w[2] = t2, p.w[3] = t3;
+            p.dw[0] = T(0), p.dw[1] = T(1), p.dw[2] = T(2) * t, p.dw[3] = T(3) * t2;
+        } else {
+            p.w[0] = T(2) * t3 - T(3) * t2 + T(1), p.w[1] = t3 - T(2) * t2 + t;
+            p.w[2] = T(3) * t2 - T(2) * t3, p.w[3] = t3 - t2;
+            p.dw[0] = T(6) * (t2 - t), p.dw[1] = T(3) * t2 - T(4) * t + T(1);
+            p.dw[2] = T(6) * (t - t2), p.dw[3] = T(3) * t2 - T(2) * t;
+        }
+        return p;
     }
     // R(r) into out[cols]
     void value(T r, int64_t j, T* out) const {
-        T t;
-        const T* c0 = locate(r, j, t);
-        const T *c1 = c0 + width, *c2 = c1 + width, *c3 = c2 + width;
+        const Point<T> p = at(r, j);
+        const T *q0 = p.rows, *q1 = q0 + width, *q2 = q1 + width, *q3 = q2 + width;
 #pragma omp simd
-        for (int64_t c = 0; c < cols; ++c) out[c] = c0[c] + t * (c1[c] + t * (c2[c] + t * c3[c]));
+        for (int64_t c = 0; c < cols; ++c) out[c] = p.w[0] * q0[c] + p.w[1] * q1[c] + p.w[2] * q2[c] + p.w[3] * q3[c];
     }
     // sum_c g[c] dR_c/dr
     T dot_derivative(T r, int64_t j, const T* g) const {
-        T t;
-        const T* c0 = locate(r, j, t);
-        const T *c1 = c0 + width, *c2 = c1 + width, *c3 = c2 + width;
-        const T two_t = 2 * t, three_t2 = 3 * t * t;
+        const Point<T> p = at(r, j);
+        const T *q0 = p.rows, *q1 = q0 + width, *q2 = q1 + width, *q3 = q2 + width;
         T acc = T(0);
 #pragma omp simd reduction(+ : acc)
-        for (int64_t c = 0; c < cols; ++c) acc += g[c] * (c1[c] + two_t * c2[c] + three_t2 * c3[c]);
+        for (int64_t c = 0; c < cols; ++c)
+            acc += g[c] * (p.dw[0] * q0[c] + p.dw[1] * q1[c] + p.dw[2] * q2[c] + p.dw[3] * q3[c]);
         return acc * inv_dx;
     }
-    // one vector of R and of dR/dt at column `at` of the interval whose coefficients start at c0
-    inline gaunt_simd::V<T> value_at(const T* c0, int64_t at, T t) const {
+    // one vector of R and of dR/dt at column `at` of the rows of p
+    inline gaunt_simd::V<T> value_at(const Point<T>& p, int64_t at) const {
         using gaunt_simd::load;
-        const T* q = c0 + at;
-        return load(q) + t * (load(q + width) + t * (load(q + 2 * width) + t * load(q + 3 * width)));
+        const T* q = p.rows + at;
+        return p.w[0] * load(q) + p.w[1] * load(q + width) + p.w[2] * load(q + 2 * width) + p.w[3] * load(q + 3 * width);
     }
-    inline gaunt_simd::V<T> slope_at(const T* c0, int64_t at, T t) const {
+    inline gaunt_simd::V<T> slope_at(const Point<T>& p, int64_t at) const {
         using gaunt_simd::load;
-        const T* q = c0 + at;
-        return load(q + width) + t * (T(2) * load(q + 2 * width) + T(3) * t * load(q + 3 * width));
+        const T* q = p.rows + at;
+        return p.dw[0] * load(q) + p.dw[1] * load(q + width) + p.dw[2] * load(q + 2 * width) + p.dw[3] * load(q + 3 * width);
     }
 };
 
@@ -384,10 +407,9 @@ inline void radial_block(const T* R, const Table<T>& table, const T* lengths, in
         for (int p = 0; p < P; ++p) r[p] = gaunt_simd::load(R + e * PC + p * C + off);
         return;
     }
-    T t;
-    const T* c0 = table.locate(lengths[e], j, t);
+    const Point<T> pt = table.at(lengths[e], j);
     GAUNT_UNROLL
-    for (int p = 0; p < P; ++p) r[p] = table.value_at(c0, p * C + off, t);
+    for (int p = 0; p < P; ++p) r[p] = table.value_at(pt, p * C + off);
 }
 
 template <typename T, int KI, int LI1, int LO1>
@@ -459,15 +481,15 @@ void backward_fast(const Shape& s, const T* R, const Table<T>& table, const T* l
                 const T* hj = h + j * C;
                 T s_buf[KI * KO], gSe[KI * KO];  // S and dL/dS of the edge
                 const T* Se = S.edge(e, s_buf);
-                T t = T(0);
-                const T* c0 = table.data ? table.locate(lengths[e], j, t) : nullptr;
+                const bool tabulated = table.data != nullptr;
+                const Point<T> pt = tabulated ? table.at(lengths[e], j) : Point<T>{};
                 GAUNT_UNROLL
                 for (int p = 0; p < P; ++p)
                     for (int64_t b = 0; b < NB; ++b) {
                         const int64_t at = p * C + b * W;
-                        if (c0) {
-                            rb[p * NB + b] = table.value_at(c0, at, t);
-                            drb[p * NB + b] = table.slope_at(c0, at, t);
+                        if (tabulated) {
+                            rb[p * NB + b] = table.value_at(pt, at);
+                            drb[p * NB + b] = table.slope_at(pt, at);
                         } else {
                             rb[p * NB + b] = gaunt_simd::load(R + e * PC + at);
                         }
@@ -496,7 +518,7 @@ void backward_fast(const Shape& s, const T* R, const Table<T>& table, const T* l
                                 d[k] += x * g;
                             }
                             const V<T> gr = gx * hv;  // dL/dR[p] from this a
-                            if (c0) {
+                            if (tabulated) {
                                 gl[l3] += gr * drb[p * NB + b];
                             } else {
                                 // paths are shared by the a of one degree: accumulate (zeroed above)
@@ -510,7 +532,7 @@ void backward_fast(const Shape& s, const T* R, const Table<T>& table, const T* l
                     GAUNT_UNROLL
                     for (int k = 0; k < KO; ++k) gSe[a * KO + k] = gaunt_simd::sum(d[k]);
                 }
-                if (c0) {
+                if (tabulated) {
                     V<T> total = gl[0];
                     GAUNT_UNROLL
                     for (int l3 = 1; l3 < LO1; ++l3) total += gl[l3];
@@ -582,29 +604,32 @@ extern "C" {
 
 // h [K_in, N, C], A [K_out, N, C]; S [E, K_in, K_out], or NULL: then Y [E, k_edge] and G [k_edge,
 // K_in K_out] (see Coupling) are used, and gS is dL/dY [E, k_edge]; R: [E, (l3, l1), C], or NULL:
-// then table [n_intervals, 4, table_width] and lengths [E] are used, table_width = (l3, l1) C, or
-// that times the species with species [N] (else NULL). gh_work [threads, K_in, N, C] or NULL.
+// then table and lengths [E] are used: table [n_intervals, 4, table_width] (table_rows = 4) or
+// [n_intervals + 1, 2, table_width] (table_rows = 2), see Table; table_width = (l3, l1) C, or that
+// times the species with species [N] (else NULL). gh_work [threads, K_in, N, C] or NULL.
 #define GAUNT_DEFINE(SUFFIX, T)                                                                              \
     void gaunt_edge_conv_forward_##SUFFIX(                                                                   \
         int64_t n_edges, int64_t n_nodes, int64_t channels, int64_t k_in, int64_t k_out, int64_t l_out1,     \
         int64_t l_in1, const T* R, const T* table_data, T inv_dx, int64_t n_intervals, int64_t table_width,  \
+        int64_t table_rows,                                                                                  \
         const int64_t* species, const T* lengths, const T* h, const T* S, const T* Y, const T* G,            \
         int64_t k_edge, const int64_t* src, const int64_t* rowptr, const int64_t* deg_in,                    \
         const int64_t* deg_out, double scale, T* A, int n_threads) {                                         \
         Shape s{n_edges, n_nodes, channels, k_in, k_out, l_out1, l_in1, scale};                              \
-        Table<T> table{table_data, inv_dx, n_intervals, table_width, l_out1 * l_in1 * channels, species};    \
+        Table<T> table{table_data, inv_dx, n_intervals, table_width, table_rows, l_out1 * l_in1 * channels, species};    \
         Coupling<T> coupling(S, Y, G, k_edge, k_in * k_out);                                                 \
         forward_any<T>(s, R, table, lengths, h, coupling, src, rowptr, deg_in, deg_out, A, n_threads);       \
     }                                                                                                        \
     void gaunt_edge_conv_backward_##SUFFIX(                                                                  \
         int64_t n_edges, int64_t n_nodes, int64_t channels, int64_t k_in, int64_t k_out, int64_t l_out1,     \
         int64_t l_in1, const T* R, const T* table_data, T inv_dx, int64_t n_intervals, int64_t table_width,  \
+        int64_t table_rows,                                                                                  \
         const int64_t* species, const T* lengths, const T* h, const T* S, const T* Y, const T* G,            \
         int64_t k_edge, const int64_t* src, const int64_t* rowptr, const int64_t* deg_in,                    \
         const int64_t* deg_out, double scale, const T* gA, T* gR, T* g_lengths, T* gS, T* gh_work,           \
         int n_threads) {                                                                                     \
         Shape s{n_edges, n_nodes, channels, k_in, k_out, l_out1, l_in1, scale};                              \
-        Table<T> table{table_data, inv_dx, n_intervals, table_width, l_out1 * l_in1 * channels, species};    \
+        Table<T> table{table_data, inv_dx, n_intervals, table_width, table_rows, l_out1 * l_in1 * channels, species};    \
         Coupling<T> coupling(S, Y, G, k_edge, k_in * k_out);                                                 \
         backward_any<T>(s, R, table, lengths, h, coupling, src, rowptr, deg_in, deg_out, gA, gR, g_lengths,  \
                         gS, gh_work, n_threads);                                                             \
