@@ -257,6 +257,7 @@ class GauntProductBasis(nn.Module):
         self.register_buffer("degree_starts", torch.tensor([l * l for l in range(l_out + 1)]), persistent=False)
         self.register_buffer("fused_synthesis", torch.zeros(0), persistent=False)  # [K_in, G]
         self.register_buffer("fused_projection", torch.zeros(0), persistent=False)  # [K_out, G], weights in
+        self.fused_paired = False  # the tables hold one point of each antipodal pair of the grid
 
     def forward(self, a: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         """``a [K_in, N, C]`` -> ``B [K_out, N, C]``."""
@@ -277,11 +278,11 @@ class GauntProductBasis(nn.Module):
         inv_std = self.inv_std.index_select(1, self.degree_starts)  # [nu, L_out+1]: constant within a degree
         w = (self.weight * inv_std).permute(2, 3, 0, 1).contiguous()  # [nu, L_out+1, S, C]
         coef = w.index_select(2, species)  # [nu, L_out+1, N, C]: rows (node, channel) last, like a
-        synthesis, projection = self.fused_synthesis, self.fused_projection
+        synthesis, projection, paired = self.fused_synthesis, self.fused_projection, self.fused_paired
         if synthesis.numel() == 0:
-            synthesis, projection = self.powers.t.table, self.powers.t_out.table_w
+            synthesis, projection, paired = self.powers.t.table, self.powers.t_out.table_w, False
         out = fused_product_basis(
-            a.reshape(k, n * c), coef.reshape(coef.shape[0], coef.shape[1], n * c), synthesis, projection
+            a.reshape(k, n * c), coef.reshape(coef.shape[0], coef.shape[1], n * c), synthesis, projection, paired
         )
         return out.view(-1, n, c)  # [K_out, N, C]
 

@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 SOURCES = tuple(sorted((Path(__file__).with_name("csrc")).glob("*.cpp")))
 HEADERS = tuple(sorted((Path(__file__).with_name("csrc")).glob("*.h")))  # hashed with the sources
-ABI_VERSION = 10
+ABI_VERSION = 11
 CXX_FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17"]
 
 _lock = threading.Lock()
@@ -82,8 +82,8 @@ def _declare(lib: ctypes.CDLL) -> None:
         fwd.argtypes = head + [ptr, c_int]  # A, n_threads
         bwd = getattr(lib, f"gaunt_edge_conv_backward_{suffix}")
         bwd.argtypes = head + [ptr] * 5 + [c_int]  # gA, gR, g_lengths, gS, gh_work, n_threads
-        # product_basis.cpp: rows, k_in, k_out, grid, nu_max, l_out1, a, coef, Y, Yw
-        head = [i64] * 6 + [ptr] * 4
+        # product_basis.cpp: rows, k_in, k_out, grid, nu_max, l_out1, paired, a, coef, Y, Yw
+        head = [i64] * 7 + [ptr] * 4
         pf = getattr(lib, f"gaunt_product_forward_{suffix}")
         pf.argtypes = head + [ptr, c_int]  # out, n_threads
         pb = getattr(lib, f"gaunt_product_backward_{suffix}")

@@ -198,6 +198,27 @@ def smallest_exact_grid(degree: int) -> Grid:
     return gl
 
 
+def antipodal_halves(points: np.ndarray, weights: np.ndarray, tol: float = 1e-12) -> np.ndarray | None:
+    """One point of every antipodal pair, ``[size / 2]`` indices in grid order, when every point's
+    antipode ``-x`` is also a grid point with the same weight (to ``tol``); else ``None``.
+
+    On such a grid ``Y_lm(-x) = (-1)^l Y_lm(x)`` halves the work of synthesis and projection: the
+    even- and odd-degree parts of a function are summed on one half and give its values on both
+    (:mod:`gaunt_md.model.kernels.product_basis`). Lebedev rules (octahedral symmetry with
+    inversion) and Gauss-Legendre grids with an even ``n_alpha`` have it.
+    """
+    n = len(points)
+    if n % 2:
+        return None
+    # every point against every negated point: the grids here have at most a few hundred points
+    distance = np.linalg.norm(points[:, None, :] + points[None, :, :], axis=-1)
+    partner = distance.argmin(axis=1)
+    if not (np.all(distance[np.arange(n), partner] < tol) and np.all(partner[partner] == np.arange(n))
+            and np.all(partner != np.arange(n)) and np.allclose(weights[partner], weights, rtol=0, atol=tol)):
+        return None
+    return np.flatnonzero(np.arange(n) < partner)
+
+
 def check_grid(grid: Grid, degree: int, *, allow_inexact: bool = False) -> None:
     """Raise ``ValueError`` if ``grid`` cannot integrate total ``degree`` exactly."""
     if allow_inexact or grid.is_exact_for(degree):

@@ -28,7 +28,7 @@ from gaunt_md.model.derivatives import ForceField, edge_vectors
 from gaunt_md.model.kernels.edge_conv import fused_edge_convolution, tabulate_radial
 from gaunt_md.model.kernels.product_basis import fused_product_basis
 from gaunt_md.potentials import available_models, resolve_model
-from gaunt_md.so3 import smallest_exact_grid
+from gaunt_md.so3.grid import antipodal_halves, smallest_exact_grid
 
 pytestmark = pytest.mark.skipif(
     not (os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")), reason="no C++ compiler"
@@ -205,6 +205,42 @@ def test_product_basis_kernel_on_other_degrees(l_in, l_out):
     assert torch.autograd.gradcheck(lambda x: product(x, species), (a,), atol=1e-8, rtol=1e-6)
 
 
+# K_in 9: the generic kernel; 16: the unrolled ones (L_out + 1 = 1, 2 and any)
+@pytest.mark.parametrize("l_in, l_out", [(2, 2), (3, 0), (3, 1), (3, 2)])
+def test_product_basis_kernel_on_antipodal_pairs(l_in, l_out):
+    """Half a Lebedev grid (one point of each antipodal pair, the other by parity) gives the whole
+    grid's product basis and gradient, and both give the module's (Gauss-Legendre) numbers."""
+    from gaunt_md.model.blocks import GauntProductBasis
+    from gaunt_md.model.kernels.product_basis import fused_product_basis
+
+    nu_max, rows = 3, 21  # 21 rows: two whole float64 vectors and a partial one
+    grid = smallest_exact_grid(nu_max * l_in + l_out)
+    half = antipodal_halves(grid.points, grid.weights)
+    assert half is not None and len(half) == grid.size // 2
+    y = torch.from_numpy(grid.harmonics(max(l_in, l_out))).T  # [K, G]
+    w = torch.from_numpy(grid.weights)
+    k_in, k_out = (l_in + 1) ** 2, (l_out + 1) ** 2
+    gen = torch.Generator().manual_seed(8)
+    a = torch.randn(k_in, rows, generator=gen, dtype=torch.float64, requires_grad=True)
+    coef = torch.randn(nu_max, l_out + 1, rows, generator=gen, dtype=torch.float64)
+    whole = fused_product_basis(a, coef, y[:k_in], y[:k_out] * w)
+    idx = torch.from_numpy(half)
+    y_half, w_half = y.index_select(1, idx), w.index_select(0, idx)
+
+    def paired(x):
+        return fused_product_basis(x, coef, y_half[:k_in], y_half[:k_out] * w_half, paired=True)
+
+    torch.testing.assert_close(paired(a), whole, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(paired, (a,), atol=1e-8, rtol=1e-6)
+    # the module's own grid and weights (Gauss-Legendre, torch ops) agree too
+    product = GauntProductBasis(num_channels=rows, l_in=l_in, nu_max=nu_max, l_out=l_out, num_species=1).double()
+    product.requires_grad_(False)
+    inv_std = product.inv_std.index_select(1, product.degree_starts)  # [nu, L_out+1]
+    product.weight.copy_((coef / inv_std[:, :, None]).permute(2, 0, 1).unsqueeze(0))  # [S = 1, C, nu, L_out+1]
+    ref = product(a.detach().view(k_in, 1, rows), torch.zeros(1, dtype=torch.long))  # one node, C = rows
+    torch.testing.assert_close(whole.detach(), ref.view(k_out, rows), rtol=1e-10, atol=1e-10)
+
+
 def test_product_basis_kernel_matches_torch_ops_and_gradcheck(tiny_model_path):
     model, _ = load_checkpoint(tiny_model_path, dtype=torch.float64)
     product = model.layers[0].product.requires_grad_(False)
@@ -328,7 +364,10 @@ def test_fused_model_matches_torch_ops_exactly(tiny_model_path, shuffle_edges):
     for layer in model.layers:  # the kernels' grid: the smallest exact one (Lebedev where SciPy has it)
         powers = layer.product.powers
         grid = smallest_exact_grid(powers.nu_max * powers.l_max + powers.l_out_max)
-        assert layer.product.fused_synthesis.shape[1] == grid.size <= layer.product.powers.t.grid_size
+        assert grid.size <= layer.product.powers.t.grid_size
+        # Lebedev rules come in antipodal pairs: the tables keep one point of each
+        assert layer.product.fused_paired == (antipodal_halves(grid.points, grid.weights) is not None)
+        assert layer.product.fused_synthesis.shape[1] == grid.size // (2 if layer.product.fused_paired else 1)
     out = _evaluate(model, structures, shuffle_edges)
     for key in ref:
         torch.testing.assert_close(out[key], ref[key], rtol=1e-12, atol=1e-12)

@@ -26,7 +26,7 @@ from gaunt_md.model.kernels.harmonics import MAX_DEGREE
 from gaunt_md.model.kernels.product_basis import supports
 from gaunt_md.native.build import available, load_error
 from gaunt_md.native.memory import huge_page_empty
-from gaunt_md.so3.grid import smallest_exact_grid
+from gaunt_md.so3.grid import antipodal_halves, smallest_exact_grid
 
 __all__ = ["DEFAULT_RADIAL_INTERVALS", "MAX_FOLDED_TABLE_BYTES", "available", "disable", "enable", "load_error"]
 
@@ -101,23 +101,30 @@ def enable(
         product = layer.product
         product.fused = supports(product.powers.k, product.degree_starts.numel() - 1, product.weight.shape[2])
         if product.fused:
-            product.fused_synthesis, product.fused_projection = _grid_tables(product.powers)
+            product.fused_synthesis, product.fused_projection, product.fused_paired = _grid_tables(product.powers)
     potential.radial_tabulated = radial_intervals > 0
     potential.fused_harmonics = potential.config.l_max_edge <= MAX_DEGREE
     return True
 
 
-def _grid_tables(powers: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+def _grid_tables(powers: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """Synthesis ``[K_in, G]`` and weighted projection ``[K_out, G]`` tables of the grid with the
     fewest points that is exact for ``powers`` (a Lebedev rule, shipped up to order 31: 50 and 38
     points for the shipped models' two layers, against 66 and 50 of the module's Gauss-Legendre
-    grids). Every exact grid gives the same product basis, up to rounding."""
+    grids), and whether they hold only one point of each antipodal pair (the kernel makes the
+    other by parity; Lebedev rules are symmetric under inversion). Every exact grid gives the
+    same product basis, up to rounding."""
     grid = smallest_exact_grid(powers.nu_max * powers.l_max + powers.l_out_max)
     dtype, device = powers.t.table.dtype, powers.t.table.device
     y = torch.from_numpy(grid.harmonics(max(powers.l_max, powers.l_out_max))).T  # [K, G] float64
+    weights = torch.from_numpy(grid.weights)
+    half = antipodal_halves(grid.points, grid.weights)
+    if half is not None:
+        index = torch.from_numpy(half)
+        y, weights = y.index_select(1, index), weights.index_select(0, index)
     synthesis = y[: powers.k].contiguous()
-    projection = (y[: powers.k_out] * torch.from_numpy(grid.weights)).contiguous()
-    return synthesis.to(dtype=dtype, device=device), projection.to(dtype=dtype, device=device)
+    projection = (y[: powers.k_out] * weights).contiguous()
+    return synthesis.to(dtype=dtype, device=device), projection.to(dtype=dtype, device=device), half is not None
 
 
 def _first_layer_factors(potential: torch.nn.Module, layer: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
@@ -152,5 +159,6 @@ def disable(potential: torch.nn.Module) -> None:
         layer.conv.folded = False
         layer.product.fused_synthesis = layer.product.fused_synthesis.new_zeros(0)
         layer.product.fused_projection = layer.product.fused_projection.new_zeros(0)
+        layer.product.fused_paired = False
         layer.conv.radial_table = layer.conv.radial_table.new_zeros(0)
         layer.product.fused = False

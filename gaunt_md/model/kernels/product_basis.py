@@ -14,6 +14,11 @@ polynomial ``P_l(f) = sum_nu c[b, nu, l] f^nu`` (Horner), then one projection,
 with ``Ytilde`` the projection table times the quadrature weights. Rows are the model's
 degree-major features' last axis, so the kernel takes a SIMD vector of consecutive rows at a time
 through the grid. Backward: ``dL/da`` only (inference: the weights are frozen).
+
+On a grid of antipodal pairs with equal weights (Lebedev rules), ``Y_j(-x) = (-1)^{\deg j} Y_j(x)``:
+the tables then hold one point of each pair (``paired=True``, :func:`~gaunt_md.so3.grid.antipodal_halves`),
+``f(\pm x) = E(x) \pm O(x)`` from the even- and odd-degree sums, and synthesis and projection
+cost half.
 """
 
 from __future__ import annotations
@@ -29,12 +34,12 @@ PARALLEL_ROWS = 4096
 
 class _FusedProductBasis(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, a, coef, synthesis, projection):  # type: ignore[override]
+    def forward(ctx, a, coef, synthesis, projection, paired):  # type: ignore[override]
         lib = require_library()
         k_in, rows = a.shape
         nu_max, l_out1, _ = coef.shape
         k_out, grid = projection.shape
-        head = (rows, k_in, k_out, grid, nu_max, l_out1, pointer(a), pointer(coef), pointer(synthesis),
+        head = (rows, k_in, k_out, grid, nu_max, l_out1, int(paired), pointer(a), pointer(coef), pointer(synthesis),
                 pointer(projection))
         out = torch.empty((k_out, rows), dtype=a.dtype)
         threads = threads_for(rows, PARALLEL_ROWS)
@@ -52,7 +57,7 @@ class _FusedProductBasis(torch.autograd.Function):
         _check(getattr(require_library(), f"gaunt_product_backward_{suffix(a.dtype)}")(
             *ctx.head, pointer(grad_out), pointer(grad_a), threads_for(ctx.head[0], PARALLEL_ROWS)
         ), ctx.head)
-        return grad_a, None, None, None
+        return grad_a, None, None, None, None
 
 
 def _check(status: int, head: tuple) -> None:
@@ -77,6 +82,7 @@ def fused_product_basis(
     coef: torch.Tensor,  # [nu_max, L_out+1, B]: c[nu-1, l, b]
     synthesis: torch.Tensor,  # [K, G]
     projection: torch.Tensor,  # [K_out, G], quadrature weights included; K_out = (L_out+1)^2
+    paired: bool = False,  # the G points are one of each antipodal pair of the grid
 ) -> torch.Tensor:
     """``out [K_out, B]``, differentiable once in ``a`` (not in ``coef``: inference only)."""
     if coef.requires_grad and torch.is_grad_enabled():
@@ -84,5 +90,5 @@ def fused_product_basis(
     dtype = a.dtype
     return _FusedProductBasis.apply(
         a.contiguous(), coef.to(dtype).contiguous(), synthesis.to(dtype).contiguous(),
-        projection.to(dtype).contiguous(),
+        projection.to(dtype).contiguous(), bool(paired),
     )

@@ -16,6 +16,12 @@
 // K_in = 16 (l_max 3) has its own instantiations: the synthesis sum over j then unrolls, and the
 // backward keeps the 16 sums of dL/da in registers; with nu_max and L_out + 1 also fixed (the
 // shipped models' 3 and 2 or 1) every loop over them unrolls (GAUNT_PRODUCT_DISPATCH).
+//
+// Paired grids (`paired`): when every grid point's antipode is a grid point of the same weight
+// (Lebedev rules; gaunt_md.so3.grid.antipodal_halves), the tables hold one point of each pair and
+// Y_j(-x) = (-1)^deg(j) Y_j(x) gives the other: f(+-x) = E(x) +- O(x) from the even- and
+// odd-degree sums, and the projection of the two points is Yw[k, x] (q(x) +- q(-x)) by the parity
+// of deg k. Synthesis and projection then cost half (the powers are still taken at every point).
 
 #include <algorithm>
 #include <cstdint>
@@ -41,7 +47,19 @@ using gaunt_simd::V;
 using gaunt_simd::load_first;   // rows b0 .. b0 + n of one row-innermost array, zero past n
 using gaunt_simd::store_first;
 
-// f = sum_j Y[j, g] a[j] for one vector of rows. KT > 0: K_in known at compile time.
+// whether SH index j = l^2 + l + m has odd degree l, for j < kMaxKIn (a compile-time table: in the
+// unrolled loops over j the branch on it disappears)
+struct DegreeParity {
+    bool odd[kMaxKIn];
+    constexpr DegreeParity() : odd() {
+        for (int j = 0, l = 0; j < kMaxKIn; ++j) {
+            if ((l + 1) * (l + 1) <= j) ++l;
+            odd[j] = l % 2 == 1;
+        }
+    }
+};
+constexpr DegreeParity kParity{};
+
 template <typename T, int KT>
 inline V<T> synthesis_point(const V<T>* av, const T* Y, int64_t G, int64_t k_in, int64_t g) {
     const int64_t K = KT > 0 ? KT : k_in;
@@ -53,6 +71,41 @@ inline V<T> synthesis_point(const V<T>* av, const T* Y, int64_t G, int64_t k_in,
     }
     if (j < K) f0 += Y[j * G + g] * av[j];
     return f0 + f1;
+}
+
+// f at both points of every pair of a paired grid, f[2g] = f(x_g) and f[2g + 1] = f(-x_g), from
+// the even- and odd-degree sums E and O: f(+-x_g) = E(x_g) +- O(x_g)
+template <typename T, int KT>
+inline void synthesis_pairs(const V<T>* av, const T* Y, int64_t G, int64_t k_in, V<T>* f) {
+    const int64_t K = KT > 0 ? KT : k_in;
+    for (int64_t g = 0; g < G; ++g) {
+        V<T> e = {}, o = {};
+        GAUNT_UNROLL
+        for (int64_t j = 0; j < K; ++j) {
+            if (kParity.odd[j])
+                o += Y[j * G + g] * av[j];
+            else
+                e += Y[j * G + g] * av[j];
+        }
+        f[2 * g] = e + o;
+        f[2 * g + 1] = e - o;
+    }
+}
+
+// P_l(f) = sum_nu c_nu f^nu and P_l'(f) for the coefficients cf[(nu-1) L1 + l] (Horner)
+template <typename T>
+inline V<T> power_sum(const V<T>* cf, int64_t nu_max, int64_t L1, int64_t l, const V<T>& f) {
+    V<T> q = cf[(nu_max - 1) * L1 + l];
+    GAUNT_UNROLL
+    for (int64_t nu = nu_max - 1; nu >= 1; --nu) q = q * f + cf[(nu - 1) * L1 + l];
+    return q * f;
+}
+template <typename T>
+inline V<T> power_sum_slope(const V<T>* cf, int64_t nu_max, int64_t L1, int64_t l, const V<T>& f) {
+    V<T> dp = T(nu_max) * cf[(nu_max - 1) * L1 + l];
+    GAUNT_UNROLL
+    for (int64_t nu = nu_max - 1; nu >= 1; --nu) dp = dp * f + T(nu) * cf[(nu - 1) * L1 + l];
+    return dp;
 }
 
 template <typename T, int KT, int LT, int NT>
@@ -157,6 +210,106 @@ void product_backward(const ProductShape& s, const T* a, const T* coef, const T*
     }
 }
 
+// the same sums on a paired grid: G is the number of pairs, Y and Yw hold one point of each
+template <typename T, int KT, int LT, int NT>
+void product_forward_paired(const ProductShape& s, const T* a, const T* coef, const T* Y, const T* Yw, T* out,
+                            int n_threads) {
+    const int64_t G = s.grid, L1 = LT > 0 ? LT : s.l_out1, nu_max = NT > 0 ? NT : s.nu_max, R = s.rows;
+    const int64_t K_out = L1 * L1;
+    const int64_t n_blocks = (R + kLanes<T> - 1) / kLanes<T>;
+#pragma omp parallel num_threads(n_threads)
+    {
+        V<T> av[kMaxKIn], cf[kMaxCoef], acc[kMaxKOut];
+        std::vector<V<T>> f(2 * G);  // f(x_g), f(-x_g) of the rows in hand
+#pragma omp for schedule(static)
+        for (int64_t blk = 0; blk < n_blocks; ++blk) {
+            const int64_t b0 = blk * kLanes<T>, n = std::min<int64_t>(kLanes<T>, R - b0);
+            load_block<T, KT, LT, NT>(s, a, coef, b0, n, av, cf);
+            GAUNT_UNROLL
+            for (int64_t k = 0; k < K_out; ++k) acc[k] = V<T>{};
+            // two passes over the pairs, each with fewer live registers than one: the inputs for
+            // the synthesis, then the coefficients and accumulators for the powers and projection
+            synthesis_pairs<T, KT>(av, Y, G, s.k_in, f.data());
+            for (int64_t g = 0; g < G; ++g) {
+                const V<T> f_plus = f[2 * g], f_minus = f[2 * g + 1];
+                GAUNT_UNROLL
+                for (int64_t l = 0; l < L1; ++l) {
+                    const V<T> q_plus = power_sum<T>(cf, nu_max, L1, l, f_plus);
+                    const V<T> q_minus = power_sum<T>(cf, nu_max, L1, l, f_minus);
+                    const V<T> q = l % 2 ? q_plus - q_minus : q_plus + q_minus;
+                    GAUNT_UNROLL
+                    for (int64_t k = l * l; k < (l + 1) * (l + 1); ++k) acc[k] += Yw[k * G + g] * q;
+                }
+            }
+            GAUNT_UNROLL
+            for (int64_t k = 0; k < K_out; ++k) store_first(out + k * R + b0, acc[k], n);
+        }
+    }
+}
+
+template <typename T, int KT, int LT, int NT>
+void product_backward_paired(const ProductShape& s, const T* a, const T* coef, const T* Y, const T* Yw,
+                             const T* grad_out, T* grad_a, int n_threads) {
+    const int64_t G = s.grid, L1 = LT > 0 ? LT : s.l_out1, nu_max = NT > 0 ? NT : s.nu_max, R = s.rows;
+    const int64_t K_out = L1 * L1;
+    const int64_t n_blocks = (R + kLanes<T> - 1) / kLanes<T>;
+    const int64_t K = KT > 0 ? KT : s.k_in;
+#pragma omp parallel num_threads(n_threads)
+    {
+        V<T> av[kMaxKIn], cf[kMaxCoef], go[kMaxKOut];
+        // dL/df(x_g) + dL/df(-x_g) and dL/df(x_g) - dL/df(-x_g) per pair, for the rows in hand
+        std::vector<V<T>> gf_even(G), gf_odd(G), f(2 * G);
+#pragma omp for schedule(static)
+        for (int64_t blk = 0; blk < n_blocks; ++blk) {
+            const int64_t b0 = blk * kLanes<T>, n = std::min<int64_t>(kLanes<T>, R - b0);
+            load_block<T, KT, LT, NT>(s, a, coef, b0, n, av, cf);
+            GAUNT_UNROLL
+            for (int64_t k = 0; k < K_out; ++k) go[k] = load_first(grad_out + k * R + b0, n);
+            synthesis_pairs<T, KT>(av, Y, G, s.k_in, f.data());
+            // pass 1: dL/df at both points of each pair; back_l(-x) = (-1)^l back_l(x)
+            for (int64_t g = 0; g < G; ++g) {
+                const V<T> f_plus = f[2 * g], f_minus = f[2 * g + 1];
+                V<T> gf_plus = {}, gf_minus = {};
+                GAUNT_UNROLL
+                for (int64_t l = 0; l < L1; ++l) {
+                    V<T> back = {};
+                    GAUNT_UNROLL
+                    for (int64_t k = l * l; k < (l + 1) * (l + 1); ++k) back += Yw[k * G + g] * go[k];
+                    gf_plus += power_sum_slope<T>(cf, nu_max, L1, l, f_plus) * back;
+                    const V<T> slope_minus = power_sum_slope<T>(cf, nu_max, L1, l, f_minus);
+                    if (l % 2)
+                        gf_minus -= slope_minus * back;
+                    else
+                        gf_minus += slope_minus * back;
+                }
+                gf_even[g] = gf_plus + gf_minus;
+                gf_odd[g] = gf_plus - gf_minus;
+            }
+            // pass 2: dL/da[j] = sum over pairs of Y[j, g] (dL/df(x_g) +- dL/df(-x_g)), by the parity of deg j
+            if (KT > 0) {
+                V<T> acc[KT > 0 ? KT : 1];
+                GAUNT_UNROLL
+                for (int j = 0; j < KT; ++j) acc[j] = V<T>{};
+                for (int64_t g = 0; g < G; ++g) {
+                    const V<T> gf[2] = {gf_even[g], gf_odd[g]};
+                    GAUNT_UNROLL
+                    for (int j = 0; j < KT; ++j) acc[j] += Y[j * G + g] * gf[kParity.odd[j]];
+                }
+                GAUNT_UNROLL
+                for (int j = 0; j < KT; ++j) store_first(grad_a + j * R + b0, acc[j], n);
+            } else {
+                for (int64_t j = 0; j < K; ++j) {
+                    const T* y = Y + j * G;
+                    const std::vector<V<T>>& gf = kParity.odd[j] ? gf_odd : gf_even;
+                    V<T> acc = {};
+                    for (int64_t g = 0; g < G; ++g) acc += y[g] * gf[g];
+                    store_first(grad_a + j * R + b0, acc, n);
+                }
+            }
+        }
+    }
+}
+
 bool fits(const ProductShape& s) {
     return s.k_in <= kMaxKIn && s.k_out <= kMaxKOut && s.nu_max * s.l_out1 <= kMaxCoef &&
            s.k_out == s.l_out1 * s.l_out1;
@@ -178,24 +331,33 @@ bool fits(const ProductShape& s) {
 extern "C" {
 
 // a [K_in, B], coef [nu_max, L_out+1, B], Y [K_in, G], Yw [K_out, G], out [K_out, B], K_out =
-// (L_out+1)^2; returns 0, or -1 when the shape is beyond the kernel's fixed limits
-// (gaunt_md.model.kernels.product_basis.supports keeps such models on the torch ops).
+// (L_out+1)^2; paired != 0: G pairs of antipodal points, one of each in Y and Yw. Returns 0, or -1
+// when the shape is beyond the kernel's fixed limits (gaunt_md.model.kernels.product_basis.supports
+// keeps such models on the torch ops).
 #define GAUNT_PRODUCT_DEFINE(SUFFIX, T)                                                                      \
     int gaunt_product_forward_##SUFFIX(int64_t rows, int64_t k_in, int64_t k_out, int64_t grid,              \
-                                       int64_t nu_max, int64_t l_out1, const T* a, const T* coef,            \
-                                       const T* Y, const T* Yw, T* out, int n_threads) {                     \
+                                       int64_t nu_max, int64_t l_out1, int64_t paired, const T* a,           \
+                                       const T* coef, const T* Y, const T* Yw, T* out, int n_threads) {      \
         ProductShape s{rows, k_in, k_out, grid, nu_max, l_out1};                                             \
         if (!fits(s)) return -1;                                                                             \
-        GAUNT_PRODUCT_DISPATCH(product_forward, T, s, a, coef, Y, Yw, out, n_threads)                        \
+        if (paired) {                                                                                        \
+            GAUNT_PRODUCT_DISPATCH(product_forward_paired, T, s, a, coef, Y, Yw, out, n_threads)             \
+        } else {                                                                                             \
+            GAUNT_PRODUCT_DISPATCH(product_forward, T, s, a, coef, Y, Yw, out, n_threads)                    \
+        }                                                                                                    \
         return 0;                                                                                            \
     }                                                                                                        \
     int gaunt_product_backward_##SUFFIX(int64_t rows, int64_t k_in, int64_t k_out, int64_t grid,             \
-                                        int64_t nu_max, int64_t l_out1, const T* a, const T* coef,           \
-                                        const T* Y, const T* Yw, const T* grad_out, T* grad_a,               \
-                                        int n_threads) {                                                     \
+                                        int64_t nu_max, int64_t l_out1, int64_t paired, const T* a,          \
+                                        const T* coef, const T* Y, const T* Yw, const T* grad_out,           \
+                                        T* grad_a, int n_threads) {                                          \
         ProductShape s{rows, k_in, k_out, grid, nu_max, l_out1};                                             \
         if (!fits(s)) return -1;                                                                             \
-        GAUNT_PRODUCT_DISPATCH(product_backward, T, s, a, coef, Y, Yw, grad_out, grad_a, n_threads)          \
+        if (paired) {                                                                                        \
+            GAUNT_PRODUCT_DISPATCH(product_backward_paired, T, s, a, coef, Y, Yw, grad_out, grad_a, n_threads) \
+        } else {                                                                                             \
+            GAUNT_PRODUCT_DISPATCH(product_backward, T, s, a, coef, Y, Yw, grad_out, grad_a, n_threads)      \
+        }                                                                                                    \
         return 0;                                                                                            \
     }
 
