@@ -97,6 +97,11 @@ def test_edge_convolution_kernel_makes_coupling_from_harmonics(channels, dtype, 
     (grad_s,) = torch.autograd.grad(
         fused_edge_convolution(h, coupling, edge_index, deg_in, deg_out, radial=radial, scale=0.3), coupling, g)
     torch.testing.assert_close(grad_y, grad_s.reshape(len(y), -1) @ matrix.T, rtol=tol, atol=tol)
+    if dtype == torch.float32:  # dL/dS (the lane sums of the float32 kernel) against the float64 kernel's
+        s64 = coupling.detach().double().requires_grad_()
+        (grad_s64,) = torch.autograd.grad(fused_edge_convolution(
+            h.double(), s64, edge_index, deg_in, deg_out, radial=radial.double(), scale=0.3), s64, g.double())
+        torch.testing.assert_close(grad_s.double(), grad_s64, rtol=1e-4, atol=1e-4)
     if dtype == torch.float64:
         inputs = (radial.requires_grad_(), h.requires_grad_(), y)
         assert torch.autograd.gradcheck(

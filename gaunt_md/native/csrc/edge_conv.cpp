@@ -529,8 +529,13 @@ void backward_fast(const Shape& s, const T* R, const Table<T>& table, const T* l
                         }
                         if (gha) gaunt_simd::store(gha + b * W, gaunt_simd::load(gha + b * W) + ghv);
                     }
-                    GAUNT_UNROLL
-                    for (int k = 0; k < KO; ++k) gSe[a * KO + k] = gaunt_simd::sum(d[k]);
+                    if constexpr (KO % W == 0) {  // W sums at a time (gaunt_simd::sums)
+                        GAUNT_UNROLL
+                        for (int k = 0; k < KO; k += W) gaunt_simd::store(gSe + a * KO + k, gaunt_simd::sums(d + k));
+                    } else {
+                        GAUNT_UNROLL
+                        for (int k = 0; k < KO; ++k) gSe[a * KO + k] = gaunt_simd::sum(d[k]);
+                    }
                 }
                 if (tabulated) {
                     V<T> total = gl[0];
