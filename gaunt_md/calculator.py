@@ -143,6 +143,7 @@ class GauntCalculator(Calculator):
         self.min_distance = min_distance
         self.neighbors = VerletGraphs(self.cutoff, skin)  # for single-structure calls
         self.fused = self._use_fused_kernel(fused, int(radial_intervals))
+        self.forcefield.fused = self.fused  # forces and stress from the edge gradients in C++ too
         if max_batch_atoms is None:
             max_batch_atoms = 8192 if self.device.type == "cuda" or self.fused else 256
         self.max_batch_atoms = int(max_batch_atoms)

@@ -39,6 +39,9 @@ class ForceField(nn.Module):
         self.potential = potential
         # E0 stays float64 whatever the model dtype (a float32 E0 of -1029 eV is off by 1e-4 eV)
         self.atomic_energies: List[float] = [float(e) for e in potential.config.atomic_energies]
+        # forces and virials from one C++ pass over the edges on CPU (gaunt_md.model.kernels
+        # .edge_forces; set by GauntCalculator with the other kernels). Eager inference only.
+        self.fused = False
 
     def forward(
         self,
@@ -77,6 +80,14 @@ class ForceField(nn.Module):
         g = grads[0]
         if g is None:  # no edges at all: every derivative is zero
             g = torch.zeros_like(edge_vectors)
+        if self.fused and not create_graph and not torch.jit.is_scripting() and g.device.type == "cpu":
+            forces, de_deps = self._fused_derivatives(edge_index, g, numbers.shape[0], edge_vectors, batch, num_graphs,
+                                                      compute_virial)
+            if compute_forces:
+                out["forces"] = forces
+            if de_deps is not None:
+                out["virial"] = -0.5 * (de_deps + de_deps.transpose(1, 2))
+            return out
         if compute_forces:
             forces = torch.zeros((numbers.shape[0], 3), dtype=g.dtype, device=g.device)
             forces = forces.index_add(0, edge_index[1], g).index_add(0, edge_index[0], -g)
@@ -88,6 +99,23 @@ class ForceField(nn.Module):
             dE_deps = dE_deps.index_add(0, edge_graph, outer)
             out["virial"] = -0.5 * (dE_deps + dE_deps.transpose(1, 2))
         return out
+
+    @torch.jit.unused
+    def _fused_derivatives(
+        self,
+        edge_index: torch.Tensor,
+        g: torch.Tensor,
+        num_nodes: int,
+        edge_vectors: torch.Tensor,
+        batch: torch.Tensor,
+        num_graphs: int,
+        compute_virial: bool,
+    ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        from gaunt_md.model.kernels.edge_forces import edge_forces
+
+        if compute_virial:
+            return edge_forces(edge_index, g, num_nodes, edge_vectors, batch, num_graphs)
+        return edge_forces(edge_index, g, num_nodes)
 
 
 def edge_vectors(

@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 SOURCES = tuple(sorted((Path(__file__).with_name("csrc")).glob("*.cpp")))
 HEADERS = tuple(sorted((Path(__file__).with_name("csrc")).glob("*.h")))  # hashed with the sources
-ABI_VERSION = 11
+ABI_VERSION = 12
 CXX_FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17"]
 
 _lock = threading.Lock()
@@ -91,6 +91,9 @@ def _declare(lib: ctypes.CDLL) -> None:
         # harmonics.cpp: n, l_max, vectors, ...
         hf = getattr(lib, f"gaunt_edge_harmonics_forward_{suffix}")
         hf.argtypes = [i64, i64, ptr, ptr, ptr, c_int]  # out, lengths, n_threads
+        ef = getattr(lib, f"gaunt_edge_forces_{suffix}")  # edge_forces.cpp
+        ef.argtypes = [i64, i64, i64] + [ptr] * 7  # E, N, graphs, src, dst, node_graph, vectors, g, forces, de_deps
+        ef.restype = None
         hb = getattr(lib, f"gaunt_edge_harmonics_backward_{suffix}")
         hb.argtypes = [i64, i64, ptr, ptr, ptr, ptr, c_int]  # grad_out, grad_lengths, grad_vectors, n_threads
         for fn in (fwd, bwd, hf, hb):

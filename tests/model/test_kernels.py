@@ -379,6 +379,33 @@ def test_fused_model_matches_torch_ops_exactly(tiny_model_path, shuffle_edges):
     assert ref["forces"].abs().max() > 1e-3
 
 
+def test_fused_forces_and_virials_match_torch_ops(tiny_model_path):
+    """ForceField.fused: forces and virials from one C++ pass over the edge gradients, the same as
+    the index_adds (periodic cells, a molecule and an atom without edges in one batch)."""
+    from gaunt_md.model.kernels.edge_forces import edge_forces
+
+    model, _ = load_checkpoint(tiny_model_path, dtype=torch.float64)
+    model.requires_grad_(False)
+    structures = _awkward_batch(model.cutoff)
+    batch = collate([atoms_to_graph(a, model.cutoff) for a in structures])
+    vectors = edge_vectors(batch.positions, batch.cell, batch.edge_index, batch.unit_shifts, batch.batch)
+    out = {}
+    for fused in (False, True):
+        forcefield = ForceField(model)
+        forcefield.fused = fused
+        for compute_virial in (False, True):
+            out[fused, compute_virial] = forcefield(batch.numbers, batch.edge_index, vectors, batch.batch,
+                                                    batch.num_graphs, compute_forces=True, compute_virial=compute_virial)
+    for compute_virial in (False, True):
+        ref, got = out[False, compute_virial], out[True, compute_virial]
+        assert set(got) == set(ref)
+        for key in ref:
+            torch.testing.assert_close(got[key], ref[key], rtol=1e-13, atol=1e-13)
+    assert out[False, True]["virial"].abs().max() > 1e-3 and out[False, True]["forces"].abs().max() > 1e-3
+    with pytest.raises(ValueError, match="both edge_vectors and node_graph"):
+        edge_forces(batch.edge_index, vectors, batch.num_atoms, edge_vectors=vectors)
+
+
 def test_small_kernel_calls_skip_sleeping_threads(monkeypatch):
     """One thread below the work threshold only when OpenMP threads sleep between regions."""
     from gaunt_md.native.build import threads_for

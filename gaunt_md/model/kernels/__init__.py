@@ -7,6 +7,7 @@ module             contents
 ``edge_conv``      the edge convolution in one pass over the edges; tabulated radial weights
 ``product_basis``  synthesis, powers, weighted sum and projection in one pass per row
 ``harmonics``      the edge spherical harmonics (degrees <= 3) and their derivative, one pass
+``edge_forces``    forces and per-structure strain derivatives from dE/dr_e, one pass
 =================  ==============================================================================
 
 :func:`enable` switches one :class:`~gaunt_md.model.potential.GauntPotential` to them (what
