@@ -251,7 +251,8 @@ class GauntCalculator(Calculator):
             bar = tqdm(total=len(graphs), desc="evaluate", unit="struct")
         for group in groups:
             batch = collate([graphs[i] for i in group], dtype=torch.float64, device=self.device)
-            vectors = edge_vectors(batch.positions, batch.cell, batch.edge_index, batch.unit_shifts, batch.batch)
+            make_vectors = kernels.edge_vectors if self.fused else edge_vectors  # the same numbers
+            vectors = make_vectors(batch.positions, batch.cell, batch.edge_index, batch.unit_shifts, batch.batch)
             out = self.forcefield(
                 batch.numbers, batch.edge_index, vectors.to(self.dtype), batch.batch, batch.num_graphs,
                 compute_forces=True, compute_virial=want_stress,

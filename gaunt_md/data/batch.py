@@ -107,10 +107,12 @@ def collate(
             raise StructureError(f"collate: item {k} is a {type(graph).__name__}, not an AtomicGraph")
     _check_float_dtype(dtype)
 
-    counts = np.array([g.num_atoms for g in graphs], dtype=np.int64)
+    counts = np.fromiter((len(g.numbers) for g in graphs), np.int64, len(graphs))
+    edge_counts = np.fromiter((g.edge_index.shape[1] for g in graphs), np.int64, len(graphs))
     ptr = np.zeros(len(graphs) + 1, dtype=np.int64)
     np.cumsum(counts, out=ptr[1:])
-    edge_index = np.concatenate([g.edge_index + offset for g, offset in zip(graphs, ptr[:-1])], axis=1)
+    # every graph's atom indices shifted by its first atom, in one pass
+    edge_index = np.concatenate([g.edge_index for g in graphs], axis=1) + np.repeat(ptr[:-1], edge_counts)
 
     def tensor(array: np.ndarray, tensor_dtype: torch.dtype) -> torch.Tensor:
         return torch.as_tensor(np.ascontiguousarray(array)).to(device=device, dtype=tensor_dtype)

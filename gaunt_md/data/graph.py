@@ -83,7 +83,8 @@ class AtomicGraph:
         (no copies, no checks: for many small structures they cost as much as the search)."""
         graph = object.__new__(cls)
         for name, value in fields.items():
-            value.flags.writeable = False
+            if value.flags.writeable:  # views of read-only arrays are read-only already
+                value.flags.writeable = False
             object.__setattr__(graph, name, value)
         return graph
 
@@ -151,44 +152,65 @@ def atoms_to_graphs(
     one receiver possibly in another order. The others (and all of them without a C++ compiler)
     go through :func:`atoms_to_graph` one by one. Raises what :func:`atoms_to_graph` raises; with
     more than one structure the message starts with ``structure k:``.
+
+    The graphs' arrays are read-only views of one copy of all the structures' arrays (numbers,
+    positions, cells, pbc) and of the search's edge arrays: for a thousand small cells the
+    per-structure copies and checks cost as much as the search.
     """
     atoms_list = list(atoms_list)
-    arrays = []
     for k, atoms in enumerate(atoms_list):
         if not isinstance(atoms, Atoms):
             raise StructureError(f"structure {k} is a {type(atoms).__name__}, not ase.Atoms")
-        # copies: the graphs must not change when the caller edits the atoms afterwards
-        arrays.append((
-            np.array(atoms.numbers, dtype=np.int64),
-            np.array(atoms.positions, dtype=np.float64),
-            np.array(atoms.cell.array, dtype=np.float64),
-            np.array(atoms.pbc, dtype=bool),
-        ))
-    if not arrays:
+    if not atoms_list:
         return []
     cutoff = check_cutoff(cutoff)
     if min_distance is not None and not float(min_distance) >= 0.0:
         raise StructureError(f"min_distance must be a number >= 0 (Å), got {min_distance!r}")
-    found = image_search.neighbor_lists(
-        [a[1] for a in arrays], np.stack([a[2] for a in arrays]), np.stack([a[3] for a in arrays]), cutoff
-    )
+    n = len(atoms_list)
+    ptr = np.zeros(n + 1, np.int64)
+    np.cumsum(np.fromiter((len(atoms) for atoms in atoms_list), np.int64, n), out=ptr[1:])
+    # copies: the graphs must not change when the caller edits the atoms afterwards
+    numbers = np.concatenate([atoms.numbers for atoms in atoms_list]).astype(np.int64, copy=False)
+    positions = np.concatenate([atoms.positions for atoms in atoms_list]).astype(np.float64, copy=False)
+    cells = np.stack([atoms.cell.array for atoms in atoms_list]).astype(np.float64, copy=False)
+    pbc = np.stack([atoms.pbc for atoms in atoms_list]).astype(bool, copy=False)
+    for array in (numbers, positions, cells, pbc):
+        array.flags.writeable = False
+    joined = image_search.joined_neighbor_lists(positions, ptr, cells, pbc, cutoff)
+    if joined is None:
+        taken = np.zeros(n, bool)
+    else:
+        taken, edge_index, unit_shifts, distances, offsets = joined
+    # the checks of the taken structures at once; any failure goes through the structure's own
+    # checks below, which name the problem
+    fast = True
+    if taken.any():
+        atom_taken = np.repeat(taken, np.diff(ptr))
+        taken_numbers = numbers[atom_taken]
+        numbers_ok = len(taken_numbers) == 0 or (taken_numbers.min() >= 1 and taken_numbers.max() <= MAX_ATOMIC_NUMBER)
+        close_ok = True
+        if min_distance is not None:  # beyond the cutoff the edges do not show every close pair
+            close_ok = float(min_distance) <= cutoff and (len(distances) == 0 or float(distances.min()) >= float(min_distance))
+        fast = numbers_ok and close_ok
     graphs = []
-    for k, ((numbers, positions, cell, pbc), edges) in enumerate(zip(arrays, found)):
+    for k in range(n):
         try:
-            if edges is None:
+            if not taken[k]:
                 graphs.append(atoms_to_graph(atoms_list[k], cutoff, min_distance=min_distance))
                 continue
-            _check_numbers(numbers)
-            edge_index, unit_shifts, distances = edges
+            a, b = int(ptr[k]), int(ptr[k + 1])
+            e0, e1 = int(offsets[k]), int(offsets[k + 1])
             graph = AtomicGraph._trusted(
-                numbers=numbers, positions=positions, cell=cell, pbc=pbc, edge_index=edge_index,
-                unit_shifts=unit_shifts,
+                numbers=numbers[a:b], positions=positions[a:b], cell=cells[k], pbc=pbc[k],
+                edge_index=edge_index[:, e0:e1], unit_shifts=unit_shifts[e0:e1],
             )
-            if min_distance is not None:
-                _check_min_distance(graph, cutoff, float(min_distance), distances)
+            if not fast:
+                _check_numbers(graph.numbers)
+                if min_distance is not None:
+                    _check_min_distance(graph, cutoff, float(min_distance), distances[e0:e1])
             graphs.append(graph)
         except StructureError as error:
-            if len(atoms_list) == 1:
+            if n == 1:
                 raise
             raise StructureError(f"structure {k}: {error}") from None
     return graphs

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["MAX_CHECKS", "neighbor_lists", "periodic_edges"]
+__all__ = ["MAX_CHECKS", "joined_neighbor_lists", "neighbor_lists", "periodic_edges"]
 
 #: Most pair-image distance checks per structure (n_atoms**2 * images in range): ~0.3 ms at most.
 MAX_CHECKS = 1 << 18
@@ -52,64 +52,99 @@ def neighbor_lists(
 
     The arrays returned are read-only views into shared buffers.
     """
+    n = len(positions)
+    ptr = np.zeros(n + 1, np.int64)
+    np.cumsum(np.fromiter((len(p) for p in positions), np.int64, n), out=ptr[1:])
+    x = np.concatenate([np.asarray(p, np.float64).reshape(-1, 3) for p in positions]) if n else np.zeros((0, 3))
+    joined = joined_neighbor_lists(x, ptr, cells, pbc, cutoff)
+    result: list[tuple[np.ndarray, np.ndarray, np.ndarray] | None] = [None] * n
+    if joined is None:
+        return result
+    taken, edge_index, shifts, distances, offsets = joined
+    for k in np.flatnonzero(taken).tolist():
+        a, b = int(offsets[k]), int(offsets[k + 1])
+        result[k] = (edge_index[:, a:b], shifts[a:b], distances[a:b])
+    return result
+
+
+def joined_neighbor_lists(
+    x: np.ndarray, ptr: np.ndarray, cells: np.ndarray, pbc: np.ndarray, cutoff: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """:func:`neighbor_lists` on the structures' positions one after another: ``x`` float64
+    ``[N, 3]``, structure ``k`` owning rows ``ptr[k]:ptr[k+1]``.
+
+    Returns ``(taken [n] bool, edge_index [2, E], unit_shifts [E, 3], distances [E], offsets
+    [n + 1])``: structure ``k``'s edges are ``offsets[k]:offsets[k+1]`` (none where it was not
+    taken), with atom indices local to the structure; read-only arrays. ``None`` without the
+    compiled library.
+    """
     from gaunt_md.native.build import load_library
 
-    n = len(positions)
-    result: list[tuple[np.ndarray, np.ndarray, np.ndarray] | None] = [None] * n
+    n = len(ptr) - 1
     lib = load_library()
-    if lib is None or n == 0:
-        return result
-    take = np.flatnonzero(_eligible(positions, np.asarray(cells, np.float64), np.asarray(pbc, bool), cutoff))
+    if lib is None:
+        return None
+    cells, pbc = np.asarray(cells, np.float64), np.asarray(pbc, bool)
+    n_atoms = np.diff(ptr)
+    taken = _eligible(n_atoms, cells, pbc, cutoff)
+    if taken.any():
+        finite = np.isfinite(x).all(axis=1)
+        if not finite.all():  # NaN/inf positions: neighbor_list raises the error
+            bad = np.repeat(np.arange(n), n_atoms)[~finite]
+            taken[bad] = False
+    take = np.flatnonzero(taken)
+    offsets = np.zeros(n + 1, np.int64)
     if len(take) == 0:
-        return result
-    x, ptr = _concatenated(positions, take)
-    finite = np.logical_and.reduceat(np.isfinite(x).all(axis=1), ptr[:-1])  # every structure has atoms
-    if not finite.all():  # NaN/inf positions: neighbor_list raises the error
-        take = take[finite]
-        if len(take) == 0:
-            return result
-        x, ptr = _concatenated(positions, take)
-    cell_block = np.ascontiguousarray(np.asarray(cells, np.float64)[take])
-    periodic = np.ascontiguousarray(np.asarray(pbc, bool)[take].all(axis=1), dtype=np.uint8)
+        empty = (np.zeros((2, 0), np.int64), np.zeros((0, 3)), np.zeros(0))
+        return (taken, *empty, offsets)
+    if len(take) < n:
+        rows = np.concatenate([np.arange(ptr[k], ptr[k + 1]) for k in take])
+        x_take, ptr_take = x[rows], np.zeros(len(take) + 1, np.int64)
+        np.cumsum(n_atoms[take], out=ptr_take[1:])
+    else:
+        x_take, ptr_take = x, np.asarray(ptr, np.int64)
+    x_take = np.ascontiguousarray(x_take, dtype=np.float64)
+    ptr_take = np.ascontiguousarray(ptr_take)
+    cell_block = np.ascontiguousarray(cells[take])
+    periodic = np.ascontiguousarray(pbc[take].all(axis=1), dtype=np.uint8)
 
     import torch  # only for its thread count: the search runs on the same OpenMP threads
 
     threads = torch.get_num_threads()
     counts = np.zeros(len(take), np.int64)
-    head = (len(take), ptr.ctypes.data, x.ctypes.data, cell_block.ctypes.data, periodic.ctypes.data, float(cutoff))
+    head = (len(take), ptr_take.ctypes.data, x_take.ctypes.data, cell_block.ctypes.data, periodic.ctypes.data,
+            float(cutoff))
     lib.gaunt_neighbors_count(*head, counts.ctypes.data, threads)
     if (counts < 0).any():  # the kernel's atom limit; MAX_CHECKS keeps every structure below it
         raise RuntimeError(f"image_search: a structure beyond the kernel's limits was sent ({counts.min()})")
-    offsets = np.zeros(len(take) + 1, np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    n_edges = int(offsets[-1])
+    starts = np.zeros(len(take) + 1, np.int64)
+    np.cumsum(counts, out=starts[1:])
+    n_edges = int(starts[-1])
     edge_index = np.empty((2, n_edges), np.int64)
     shifts = np.empty((n_edges, 3), np.float64)
     distances = np.empty(n_edges, np.float64)
     lib.gaunt_neighbors_fill(
-        *head, offsets.ctypes.data, edge_index[0].ctypes.data, edge_index[1].ctypes.data,
+        *head, starts.ctypes.data, edge_index[0].ctypes.data, edge_index[1].ctypes.data,
         shifts.ctypes.data, distances.ctypes.data, threads,
     )
-    owner = None
     near = np.flatnonzero(distances > cutoff * (1.0 - 1e-9))
     if len(near):  # |r| < cutoff by edge_vectors' own arithmetic for pairs within rounding of it
         owner = np.repeat(np.arange(len(take)), counts)
-        atom_offset = ptr[owner[near]]
+        atom_offset = ptr_take[owner[near]]
         j, i = edge_index[0, near] + atom_offset, edge_index[1, near] + atom_offset
-        vectors = x[j] - x[i] + np.einsum("ek,ekl->el", shifts[near], cell_block[owner[near]])
+        vectors = x_take[j] - x_take[i] + np.einsum("ek,ekl->el", shifts[near], cell_block[owner[near]])
         drop = near[np.einsum("ek,ek->e", vectors, vectors) >= cutoff * cutoff]
         if len(drop):
             keep = np.ones(n_edges, bool)
             keep[drop] = False
             edge_index, shifts, distances = edge_index[:, keep], shifts[keep], distances[keep]
             counts = np.bincount(owner[keep], minlength=len(take))
-            np.cumsum(counts, out=offsets[1:])
+    per_structure = np.zeros(n, np.int64)
+    per_structure[take] = counts
+    np.cumsum(per_structure, out=offsets[1:])
     for array in (edge_index, shifts, distances):
         array.flags.writeable = False
-    for slot, k in enumerate(take.tolist()):
-        a, b = int(offsets[slot]), int(offsets[slot + 1])
-        result[k] = (edge_index[:, a:b], shifts[a:b], distances[a:b])
-    return result
+    return taken, edge_index, shifts, distances, offsets
 
 
 def periodic_edges(positions: np.ndarray, cell: np.ndarray, cutoff: float) -> tuple[np.ndarray, ...] | None:
@@ -141,17 +176,8 @@ def periodic_edges(positions: np.ndarray, cell: np.ndarray, cutoff: float) -> tu
     return receiver, sender, shifts, distances
 
 
-def _concatenated(positions: Sequence[np.ndarray], take: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Positions of the structures ``take``, float64 ``[N, 3]``, and their atom offsets ``[len(take) + 1]``."""
-    parts = [positions[k] for k in take]
-    ptr = np.zeros(len(parts) + 1, np.int64)
-    np.cumsum(np.fromiter((len(p) for p in parts), np.int64, len(parts)), out=ptr[1:])
-    return np.ascontiguousarray(np.concatenate(parts), dtype=np.float64), ptr
-
-
-def _eligible(positions: Sequence[np.ndarray], cells: np.ndarray, pbc: np.ndarray, cutoff: float) -> np.ndarray:
-    """Which structures the direct search takes (bool ``[n]``)."""
-    n_atoms = np.fromiter((len(p) for p in positions), np.int64, len(positions))
+def _eligible(n_atoms: np.ndarray, cells: np.ndarray, pbc: np.ndarray, cutoff: float) -> np.ndarray:
+    """Which structures the direct search takes (bool ``[n]``), by their atom counts and cells."""
     periodic, isolated = pbc.all(axis=1), ~pbc.any(axis=1)
     with np.errstate(all="ignore"):  # degenerate and non-finite cells fall out as NaN / inf
         a, b, c = cells[:, 0], cells[:, 1], cells[:, 2]

@@ -40,7 +40,7 @@ class ForceField(nn.Module):
         # E0 stays float64 whatever the model dtype (a float32 E0 of -1029 eV is off by 1e-4 eV)
         self.atomic_energies: List[float] = [float(e) for e in potential.config.atomic_energies]
         # forces and virials from one C++ pass over the edges on CPU (gaunt_md.model.kernels
-        # .edge_forces; set by GauntCalculator with the other kernels). Eager inference only.
+        # .edges; set by GauntCalculator with the other kernels). Eager inference only.
         self.fused = False
 
     def forward(
@@ -111,7 +111,7 @@ class ForceField(nn.Module):
         num_graphs: int,
         compute_virial: bool,
     ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        from gaunt_md.model.kernels.edge_forces import edge_forces
+        from gaunt_md.model.kernels.edges import edge_forces
 
         if compute_virial:
             return edge_forces(edge_index, g, num_nodes, edge_vectors, batch, num_graphs)

@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 SOURCES = tuple(sorted((Path(__file__).with_name("csrc")).glob("*.cpp")))
 HEADERS = tuple(sorted((Path(__file__).with_name("csrc")).glob("*.h")))  # hashed with the sources
-ABI_VERSION = 12
+ABI_VERSION = 13
 CXX_FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17"]
 
 _lock = threading.Lock()
@@ -91,7 +91,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         # harmonics.cpp: n, l_max, vectors, ...
         hf = getattr(lib, f"gaunt_edge_harmonics_forward_{suffix}")
         hf.argtypes = [i64, i64, ptr, ptr, ptr, c_int]  # out, lengths, n_threads
-        ef = getattr(lib, f"gaunt_edge_forces_{suffix}")  # edge_forces.cpp
+        ef = getattr(lib, f"gaunt_edge_forces_{suffix}")  # edges.cpp
         ef.argtypes = [i64, i64, i64] + [ptr] * 7  # E, N, graphs, src, dst, node_graph, vectors, g, forces, de_deps
         ef.restype = None
         hb = getattr(lib, f"gaunt_edge_harmonics_backward_{suffix}")
@@ -108,6 +108,9 @@ def _declare(lib: ctypes.CDLL) -> None:
     # n_atoms, x, cell, cutoff, receiver_counts, offsets, sender, receiver, shifts, distances, n_threads
     lib.gaunt_neighbors_cells.argtypes = [i64, ptr, ptr, ctypes.c_double] + [ptr] * 6 + [c_int]
     lib.gaunt_neighbors_cells.restype = i64
+    # edges.cpp: n_edges, src, dst, node_graph, x, cells, shifts, out
+    lib.gaunt_edge_vectors_f64.argtypes = [i64] + [ptr] * 7
+    lib.gaunt_edge_vectors_f64.restype = None
     lib.gaunt_kernels_abi_version.restype = c_int
 
 

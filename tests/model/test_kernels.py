@@ -382,7 +382,7 @@ def test_fused_model_matches_torch_ops_exactly(tiny_model_path, shuffle_edges):
 def test_fused_forces_and_virials_match_torch_ops(tiny_model_path):
     """ForceField.fused: forces and virials from one C++ pass over the edge gradients, the same as
     the index_adds (periodic cells, a molecule and an atom without edges in one batch)."""
-    from gaunt_md.model.kernels.edge_forces import edge_forces
+    from gaunt_md.model.kernels.edges import edge_forces
 
     model, _ = load_checkpoint(tiny_model_path, dtype=torch.float64)
     model.requires_grad_(False)
@@ -404,6 +404,10 @@ def test_fused_forces_and_virials_match_torch_ops(tiny_model_path):
     assert out[False, True]["virial"].abs().max() > 1e-3 and out[False, True]["forces"].abs().max() > 1e-3
     with pytest.raises(ValueError, match="both edge_vectors and node_graph"):
         edge_forces(batch.edge_index, vectors, batch.num_atoms, edge_vectors=vectors)
+    # and the edge vectors themselves, from positions, cells and shifts in one pass
+    torch.testing.assert_close(
+        kernels.edge_vectors(batch.positions, batch.cell, batch.edge_index, batch.unit_shifts, batch.batch), vectors,
+        rtol=0, atol=1e-12)
 
 
 def test_small_kernel_calls_skip_sleeping_threads(monkeypatch):

@@ -7,7 +7,7 @@ module             contents
 ``edge_conv``      the edge convolution in one pass over the edges; tabulated radial weights
 ``product_basis``  synthesis, powers, weighted sum and projection in one pass per row
 ``harmonics``      the edge spherical harmonics (degrees <= 3) and their derivative, one pass
-``edge_forces``    forces and per-structure strain derivatives from dE/dr_e, one pass
+``edges``          edge vectors from positions; forces and strain derivatives from dE/dr_e
 =================  ==============================================================================
 
 :func:`enable` switches one :class:`~gaunt_md.model.potential.GauntPotential` to them (what
@@ -23,13 +23,17 @@ import copy
 import torch
 
 from gaunt_md.model.kernels.edge_conv import TABLE_LAYOUTS, tabulate_radial
+from gaunt_md.model.kernels.edges import edge_forces, edge_vectors
 from gaunt_md.model.kernels.harmonics import MAX_DEGREE
 from gaunt_md.model.kernels.product_basis import supports
 from gaunt_md.native.build import available, load_error
 from gaunt_md.native.memory import huge_page_empty
 from gaunt_md.so3.grid import antipodal_halves, smallest_exact_grid
 
-__all__ = ["DEFAULT_RADIAL_INTERVALS", "MAX_FOLDED_TABLE_BYTES", "available", "disable", "enable", "load_error"]
+__all__ = [
+    "DEFAULT_RADIAL_INTERVALS", "MAX_FOLDED_TABLE_BYTES", "available", "disable", "edge_forces", "edge_vectors", "enable",
+    "load_error",
+]
 
 DEFAULT_RADIAL_INTERVALS = 2048
 

@@ -1,6 +1,9 @@
-r"""Forces and per-structure strain derivatives from ``dE/dr_e`` in one C++ pass (``csrc/edge_forces.cpp``).
+r"""Edge vectors from positions, and forces and per-structure strain derivatives from ``dE/dr_e``,
+one C++ pass each (``csrc/edges.cpp``).
 
-:class:`~gaunt_md.model.derivatives.ForceField` turns the gradient ``g_e`` of the energy with
+:func:`edge_vectors` is :func:`gaunt_md.model.derivatives.edge_vectors` (a gather of each edge's
+cell, a batched ``[1, 3] x [3, 3]`` matmul and two gathers in torch). :func:`edge_forces` is the
+other direction: :class:`~gaunt_md.model.derivatives.ForceField` turns the gradient ``g_e`` of the energy with
 respect to each edge vector into
 
 .. math::
@@ -19,6 +22,25 @@ from typing import Optional
 import torch
 
 from gaunt_md.native.build import pointer, require_library, suffix
+
+
+def edge_vectors(
+    positions: torch.Tensor,  # [N, 3] float64 Å
+    cell: torch.Tensor,  # [n_graphs, 3, 3] float64, rows are lattice vectors
+    edge_index: torch.Tensor,  # [2, E] (sender j, receiver i)
+    unit_shifts: torch.Tensor,  # [E, 3] float64, integer-valued
+    batch: torch.Tensor,  # [N] graph of each node
+) -> torch.Tensor:
+    """``r_j - r_i + S @ cell[graph]`` ``[E, 3]`` float64 (not differentiable: the forces come
+    from :func:`edge_forces`)."""
+    tensors = [t.detach().to(torch.float64).contiguous() for t in (positions, cell, unit_shifts)]
+    src, dst = edge_index[0].contiguous(), edge_index[1].contiguous()
+    node_graph = batch.to(torch.int64).contiguous()
+    out = torch.empty((src.shape[0], 3), dtype=torch.float64)
+    require_library().gaunt_edge_vectors_f64(
+        src.shape[0], pointer(src), pointer(dst), pointer(node_graph), *(pointer(t) for t in tensors), pointer(out),
+    )
+    return out
 
 
 def edge_forces(

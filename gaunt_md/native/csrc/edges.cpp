@@ -1,4 +1,7 @@
-// Forces and virials from the gradient of the energy with respect to the edge vectors, one pass.
+// Edge vectors from positions, and forces and virials from the gradient of the energy with respect
+// to the edge vectors: the map positions -> edges and its adjoint, one pass each.
+//
+//   r_e = x[src(e)] - x[dst(e)] + S_e cell[graph(dst(e))]      (float64)
 //
 //   F_k = sum_{e: dst(e) = k} g_e - sum_{e: src(e) = k} g_e,
 //   dE/deps[graph(dst(e))] += r_e (x) g_e        (r_e the edge vector, g_e = dE/dr_e)
@@ -12,6 +15,18 @@
 #include <cstring>
 
 namespace {
+
+void edge_vectors(int64_t n_edges, const int64_t* src, const int64_t* dst, const int64_t* node_graph, const double* x,
+                  const double* cells, const double* shifts, double* out) {
+    for (int64_t e = 0; e < n_edges; ++e) {
+        const double* xi = x + 3 * dst[e];
+        const double* xj = x + 3 * src[e];
+        const double* s = shifts + 3 * e;
+        const double* cell = cells + 9 * node_graph[dst[e]];
+        double* r = out + 3 * e;
+        for (int b = 0; b < 3; ++b) r[b] = xj[b] - xi[b] + (s[0] * cell[b] + s[1] * cell[3 + b] + s[2] * cell[6 + b]);
+    }
+}
 
 template <typename T>
 void edge_forces(int64_t n_edges, int64_t n_nodes, int64_t n_graphs, const int64_t* src, const int64_t* dst,
@@ -38,6 +53,13 @@ void edge_forces(int64_t n_edges, int64_t n_nodes, int64_t n_graphs, const int64
 }  // namespace
 
 extern "C" {
+
+// src, dst [E]; node_graph [N]; x [N, 3]; cells [n_graphs, 3, 3] (rows are lattice vectors);
+// shifts [E, 3]; out [E, 3]
+void gaunt_edge_vectors_f64(int64_t n_edges, const int64_t* src, const int64_t* dst, const int64_t* node_graph,
+                            const double* x, const double* cells, const double* shifts, double* out) {
+    edge_vectors(n_edges, src, dst, node_graph, x, cells, shifts, out);
+}
 
 // src, dst [E]; node_graph [N] (graph of each node) and vectors [E, 3], or both NULL without
 // virials; g [E, 3]; forces [N, 3] and de_deps [n_graphs, 3, 3] (or NULL) are overwritten.
