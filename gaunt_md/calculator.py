@@ -257,26 +257,27 @@ class GauntCalculator(Calculator):
                 batch.numbers, batch.edge_index, vectors.to(self.dtype), batch.batch, batch.num_graphs,
                 compute_forces=True, compute_virial=want_stress,
             )
-            ptr = batch.ptr.tolist()
-            energy = out["energy"].detach().double().cpu().numpy()
-            node_energy = out["node_energy"].detach().double().cpu().numpy()
-            forces = out["forces"].detach().double().cpu().numpy()
+            # one copy of each batch array, split into per-structure views (no per-structure copies)
+            cut = batch.ptr[1:-1].tolist()
+            energies = out["energy"].detach().double().cpu().tolist()
+            node_energy = np.split(out["node_energy"].detach().double().cpu().numpy().copy(), cut)
+            forces = np.split(out["forces"].detach().double().cpu().numpy().copy(), cut)
             stress = None
             if want_stress:  # Voigt xx yy zz yz xz xy of the symmetric -virial / V, all structures at once
                 virial = out["virial"].detach().double().cpu().numpy()
-                volume = np.abs(np.linalg.det(np.stack([graphs[i].cell for i in group])))
+                volume = np.abs(np.linalg.det(batch.cell.cpu().numpy()))
                 with np.errstate(divide="ignore", invalid="ignore"):  # non-periodic cells: no stress anyway
                     stress = -virial[:, _VOIGT_ROWS, _VOIGT_COLS] / volume[:, None]
+                periodic = batch.pbc.all(dim=1).tolist()
             for local, i in enumerate(group):
-                a, b = ptr[local], ptr[local + 1]
                 res = {
-                    "energy": float(energy[local]),
-                    "free_energy": float(energy[local]),
-                    "energies": node_energy[a:b].copy(),
-                    "forces": forces[a:b].copy(),
+                    "energy": energies[local],
+                    "free_energy": energies[local],
+                    "energies": node_energy[local],
+                    "forces": forces[local],
                 }
-                if stress is not None and graphs[i].pbc.all():
-                    res["stress"] = stress[local].copy()
+                if stress is not None and periodic[local]:
+                    res["stress"] = stress[local]
                 results[i] = res
             if bar is not None:
                 bar.update(len(group))
