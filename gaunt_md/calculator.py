@@ -30,6 +30,7 @@ from gaunt_md.model import kernels
 from gaunt_md.model.checkpoint import load_checkpoint
 from gaunt_md.model.derivatives import ForceField, edge_vectors
 from gaunt_md.potentials import resolve_model
+from gaunt_md.runtime import freed_memory_kept
 
 log = logging.getLogger(__name__)
 
@@ -92,10 +93,15 @@ class GauntCalculator(Calculator):
         dtype: ``"float64"`` (default; relax, phonons, EOS) or ``"float32"`` (fast MD).
         min_distance: refuse structures with two atoms closer than this (Å); ``None`` disables.
         max_batch_atoms, max_batch_edges: bounds on one model call in :meth:`calculate_batch`;
-            ``max_batch_atoms`` defaults to 8192 on CUDA and on CPU with the fused kernels
-            (fewer, larger calls: each parallel region may have to wake sleeping threads, which
-            made 4096 slower with ``OMP_WAIT_POLICY=PASSIVE``; ``max_batch_edges`` bounds memory)
-            and 256 on CPU without them
+            ``max_batch_atoms`` defaults to 8192 on CUDA, and on CPU with the fused kernels in a
+            process that keeps freed memory (:func:`gaunt_md.runtime.freed_memory_kept`; fewer,
+            larger calls: each parallel region may have to wake sleeping threads, which made 4096
+            slower with ``OMP_WAIT_POLICY=PASSIVE``; ``max_batch_edges`` bounds memory); to 1024 on
+            CPU with the kernels and glibc's default allocator (it maps every block of 32 MB or
+            more afresh and returns it on free, so larger batches page-fault their big tensors in
+            on every call: 1000 small cells took 0.32 s in 8192-atom batches, 0.25 s in 1024-atom
+            ones; ``benchmarks/results/model_batch_malloc_default*_2026-12-04f.md``); and to 256 on
+            CPU without the kernels
             (larger batches were slower there: their edge tensors leave the cache;
             ``benchmarks/model_speed.py --batch [--max-batch-atoms N]``).
         skin: single-structure calls keep their neighbour list between calls, searched with
@@ -145,7 +151,10 @@ class GauntCalculator(Calculator):
         self.fused = self._use_fused_kernel(fused, int(radial_intervals))
         self.forcefield.fused = self.fused  # forces and stress from the edge gradients in C++ too
         if max_batch_atoms is None:
-            max_batch_atoms = 8192 if self.device.type == "cuda" or self.fused else 256
+            if self.device.type == "cuda" or (self.fused and freed_memory_kept()):
+                max_batch_atoms = 8192
+            else:
+                max_batch_atoms = 1024 if self.fused else 256
         self.max_batch_atoms = int(max_batch_atoms)
         self.max_batch_edges = int(max_batch_edges)
         self.parameters.update(

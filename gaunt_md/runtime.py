@@ -30,6 +30,8 @@ import os
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 
+_kept = False  # keep_freed_memory() has been applied in this process
+
 
 def keep_freed_memory() -> bool:
     """Make glibc keep freed memory for reuse instead of returning it to the OS (Linux/glibc only).
@@ -51,7 +53,16 @@ def keep_freed_memory() -> bool:
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     # -1 converts to SIZE_MAX inside glibc: the heap is never trimmed
-    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, -1))
+    global _kept
+    _kept = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, -1))
+    return _kept
+
+
+def freed_memory_kept() -> bool:
+    """Whether this process keeps freed memory in its heap: :func:`keep_freed_memory` applied, or
+    ``MALLOC_MMAP_MAX_=0`` in the environment. Reads, changes nothing (the calculator sizes its
+    CPU batches by it)."""
+    return _kept or os.environ.get("MALLOC_MMAP_MAX_", "").strip() == "0"
 
 
 def limit_blas_threads(n: int = 1) -> int:
