@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 SOURCES = tuple(sorted((Path(__file__).with_name("csrc")).glob("*.cpp")))
 HEADERS = tuple(sorted((Path(__file__).with_name("csrc")).glob("*.h")))  # hashed with the sources
-ABI_VERSION = 14
+ABI_VERSION = 15
 CXX_FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17"]
 
 _lock = threading.Lock()
@@ -75,9 +75,9 @@ def _compile(compiler: str, out: Path) -> None:
 def _declare(lib: ctypes.CDLL) -> None:
     i64, ptr, c_int = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
     for suffix, real in (("f32", ctypes.c_float), ("f64", ctypes.c_double)):
-        # edge_conv.cpp: shape (7), R, table, inv_dx, n_intervals, table_width, table_rows, species,
-        # lengths, h, S, Y, G, k_edge, src, rowptr, deg_in, deg_out, scale
-        head = [i64] * 7 + [ptr, ptr, real, i64, i64, i64] + [ptr] * 6 + [i64] + [ptr] * 4 + [ctypes.c_double]
+        # edge_conv.cpp: shape (7), R, table, inv_dx, n_intervals, table_width, table_rows, table_block,
+        # species, lengths, h, S, Y, G, k_edge, src, rowptr, deg_in, deg_out, scale
+        head = [i64] * 7 + [ptr, ptr, real, i64, i64, i64, i64] + [ptr] * 6 + [i64] + [ptr] * 4 + [ctypes.c_double]
         fwd = getattr(lib, f"gaunt_edge_conv_forward_{suffix}")
         fwd.argtypes = head + [ptr, c_int]  # A, n_threads
         bwd = getattr(lib, f"gaunt_edge_conv_backward_{suffix}")

@@ -25,7 +25,7 @@ from gaunt_md.data.graph import atoms_to_graph
 from gaunt_md.model import kernels
 from gaunt_md.model.checkpoint import load_checkpoint
 from gaunt_md.model.derivatives import ForceField, edge_vectors
-from gaunt_md.model.kernels.edge_conv import fused_edge_convolution, tabulate_radial
+from gaunt_md.model.kernels.edge_conv import _table_shape, block_table, fused_edge_convolution, tabulate_radial
 from gaunt_md.model.kernels.product_basis import fused_product_basis
 from gaunt_md.potentials import available_models, resolve_model
 from gaunt_md.so3.grid import antipodal_halves, smallest_exact_grid
@@ -161,13 +161,17 @@ def test_edge_convolution_kernel_with_table_gradcheck_in_lengths(channels, layou
     assert torch.autograd.gradcheck(f, inputs, atol=1e-8, rtol=1e-6)
 
 
-@pytest.mark.parametrize("channels", [3, 8])
-def test_table_layouts_are_one_cubic(channels):
-    """Coefficients per interval and value/slope per knot: the same interpolant, so the same
-    messages and length gradients to rounding (float64), and a knot table has half the rows."""
+# 3 channels: the generic kernel, plain tables; 8 with l_in = 1: the register-blocked kernel; 8 with
+# l_in = 2 (K_in = 9): the generic kernel on blocked tables too
+@pytest.mark.parametrize("channels, l_in", [(3, 1), (8, 1), (8, 2)])
+def test_table_layouts_are_one_cubic(channels, l_in):
+    """Coefficients per interval and value/slope per knot, each in plain or the register-blocked
+    kernels' memory order: the same interpolant, so the same messages and length gradients to
+    rounding (float64); a knot table has half the rows."""
     gen = torch.Generator().manual_seed(6)
-    edge_index, h, coupling, deg_in, deg_out = _conv_inputs(gen, channels=channels)
-    width, cutoff, n = 8 * channels, 4.0, 32
+    edge_index, h, coupling, deg_in, deg_out = _conv_inputs(gen, channels=channels, l_in=l_in)
+    paths = 4 * (l_in + 1)
+    width, cutoff, n = paths * channels, 4.0, 32
     freq = torch.rand(width, generator=gen, dtype=torch.float64) * 3
 
     def radial_function(r):
@@ -176,6 +180,13 @@ def test_table_layouts_are_one_cubic(channels):
     tables = {layout: tabulate_radial(radial_function, cutoff, n, torch.float64, layout=layout)
               for layout in ("coefficients", "knots")}
     assert tables["coefficients"].shape == (n, 4, width) and tables["knots"].shape == (n + 1, 2, width)
+    if channels % 8 == 0:  # whole float64 vectors: the register-blocked kernels' memory order too
+        for layout in ("coefficients", "knots"):
+            tables[layout + ", blocked"] = block_table(tables[layout], channels)
+        assert tables["knots, blocked"].shape == (n + 1, 1, channels // 8, paths, 2, 8)
+    else:
+        with pytest.raises(ValueError, match="cannot block"):
+            block_table(tables["knots"], channels)
     # lengths on knots, inside intervals, and past the last knot (clamped)
     lengths = torch.cat([torch.tensor([0.0, cutoff / n, 1.0, cutoff, cutoff + 0.2], dtype=torch.float64),
                          4.2 * torch.rand(edge_index.shape[1] - 5, generator=gen, dtype=torch.float64)])
@@ -185,8 +196,9 @@ def test_table_layouts_are_one_cubic(channels):
         out[layout] = fused_edge_convolution(h, coupling, edge_index, deg_in, deg_out, table=table, lengths=r,
                                              dx=cutoff / n)
         (grads[layout],) = torch.autograd.grad((out[layout] * torch.cos(out[layout])).sum(), r)
-    torch.testing.assert_close(out["knots"], out["coefficients"], rtol=1e-13, atol=1e-13)
-    torch.testing.assert_close(grads["knots"], grads["coefficients"], rtol=1e-11, atol=1e-11)
+    for layout in out:
+        torch.testing.assert_close(out[layout], out["coefficients"], rtol=1e-13, atol=1e-13)
+        torch.testing.assert_close(grads[layout], grads["coefficients"], rtol=1e-11, atol=1e-11)
     assert grads["knots"].abs().max() > 1e-2
     with pytest.raises(ValueError, match="layout"):
         tabulate_radial(radial_function, cutoff, n, torch.float64, layout="nodes")
@@ -486,7 +498,8 @@ def test_first_layer_folding_changes_nothing_but_rounding(tiny_model_path, shuff
         assert kernels.enable(model, fold_first_layer=fold)
         assert [layer.conv.folded for layer in model.layers] == [fold] + [False] * (len(model.layers) - 1)
         n_species = model.embedding.shape[0]
-        assert model.layers[0].conv.radial_table.shape[2] == (n_species if fold else 1) * model.layers[0].conv.fused_columns.numel()
+        width = _table_shape(model.layers[0].conv.radial_table)[1]
+        assert width == (n_species if fold else 1) * model.layers[0].conv.fused_columns.numel()
         out[fold] = _evaluate(model, structures, shuffle_edges)
     for key in out[False]:
         torch.testing.assert_close(out[True][key], out[False][key], rtol=1e-11, atol=1e-11)

@@ -22,7 +22,7 @@ import copy
 
 import torch
 
-from gaunt_md.model.kernels.edge_conv import TABLE_LAYOUTS, tabulate_radial
+from gaunt_md.model.kernels.edge_conv import TABLE_LAYOUTS, block_table, simd_lanes, tabulate_radial
 from gaunt_md.model.kernels.edges import edge_forces, edge_vectors
 from gaunt_md.model.kernels.harmonics import MAX_DEGREE
 from gaunt_md.model.kernels.product_basis import supports
@@ -88,8 +88,8 @@ def enable(
             rows = (radial_intervals + 1, 2) if layout == "knots" else (radial_intervals, 4)
             folded_bytes = rows[0] * rows[1] * n_species * cols * potential.embedding.element_size()
             fold = t == 0 and conv.l_in == 0 and fold_first_layer and folded_bytes <= MAX_FOLDED_TABLE_BYTES
-            # in huge pages: edges read the table's rows at random (fewer TLB misses)
-            table = huge_page_empty((*rows, (n_species if fold else 1) * cols), dtype)
+            sets = n_species if fold else 1
+            table = torch.empty((*rows, sets * cols), dtype=dtype)
             if fold:
                 h_up, w = _first_layer_factors(potential, layer)
                 for z in range(n_species):  # one species at a time: float64 temporaries of one set only
@@ -98,7 +98,15 @@ def enable(
                 conv.folded = True
             else:
                 tabulate_radial(radial_function, potential.cutoff, radial_intervals, dtype, out=table, layout=layout)
-            conv.radial_table = table.to(conv.coupling_sparse.device)
+            # in huge pages: edges read the table's rows at random (fewer TLB misses); in the
+            # register-blocked kernels' memory order where the channels fill whole vectors
+            final = huge_page_empty(tuple(table.shape), dtype)
+            if conv.c % simd_lanes(dtype) == 0:
+                final = block_table(table, conv.c, sets, out=final)
+            else:
+                final.copy_(table)
+            del table
+            conv.radial_table = final.to(conv.coupling_sparse.device)
             conv.radial_dx = potential.cutoff / radial_intervals
         else:
             conv.radial_table = torch.zeros(0, dtype=dtype, device=conv.coupling_sparse.device)
