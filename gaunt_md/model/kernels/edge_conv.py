@@ -65,13 +65,12 @@ class _FusedEdgeConvolution(torch.autograd.Function):
         grad_lengths = None if lengths is None else torch.empty_like(lengths)
         grad_coupling = torch.empty_like(coupling if coupling is not None else edge_sh)  # dL/dS or dL/dY
         want_h = ctx.needs_input_grad[3]  # not in the first layer: its h holds only (frozen) weights
-        # one buffer per thread, zeroed by the kernel, which leaves their sum in the first
-        grad_h_work = torch.empty((n_threads,) + tuple(h.shape), dtype=h.dtype) if want_h else None
+        grad_h_work = torch.zeros((n_threads,) + tuple(h.shape), dtype=h.dtype) if want_h else None
         getattr(lib, f"gaunt_edge_conv_backward_{suffix(h.dtype)}")(
             *ctx.head, pointer(grad_out), pointer(grad_radial), pointer(grad_lengths), pointer(grad_coupling),
             pointer(grad_h_work), n_threads,
         )
-        grad_h = grad_h_work[0] if grad_h_work is not None else None
+        grad_h = grad_h_work.sum(0) if grad_h_work is not None else None
         if coupling is not None:
             grads = (grad_radial, None, grad_lengths, grad_h, grad_coupling, None)
         else:

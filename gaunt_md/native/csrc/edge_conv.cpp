@@ -8,8 +8,8 @@
 // and vectorise. Edges must be sorted by receiver (rowptr is the CSR pointer over receivers): each
 // thread owns whole receivers of A, no atomics.
 // The backward pass gives dL/dR, dL/dh and dL/dS for dL/dA; dL/dh is scattered over senders into
-// one private buffer per thread (gh_work[thread], zeroed here), summed into gh_work[0] at the end;
-// gh_work = NULL skips it (the first layer's h holds only frozen weights).
+// one private buffer per thread (gh_work[thread]), which the caller sums; gh_work = NULL skips it
+// (the first layer's h holds only frozen weights).
 //
 // S comes either as an array [E, K_in, K_out] or is made per edge from the harmonics Y and the
 // coupling matrix (see Coupling); then the backward pass returns dL/dY instead of dL/dS.
@@ -647,20 +647,9 @@ template <typename T>
 void backward_any(const Shape& s, const T* R, const Table<T>& table, const T* lengths, const T* h,
                   const Coupling<T>& S, const int64_t* src, const int64_t* rowptr, const int64_t* deg_in, const int64_t* deg_out,
                   const T* gA, T* gR, T* g_lengths, T* gS, T* gh_work, int n_threads) {
-    const int64_t size = s.k_in * s.n_nodes * s.channels;  // one thread's dL/dh
-    if (gh_work) {
-#pragma omp parallel num_threads(n_threads)
-        std::memset(gh_work + static_cast<int64_t>(omp_get_thread_num()) * size, 0, sizeof(T) * size);
-    }
-    if (!backward_fast_any(s, R, table, lengths, h, S, src, rowptr, gA, gR, g_lengths, gS, gh_work, n_threads)) {
-        GAUNT_CHANNEL_DISPATCH(backward, s.channels, s, R, table, lengths, h, S, src, rowptr, deg_in, deg_out, gA,
-                               gR, g_lengths, gS, gh_work, n_threads)
-    }
-    if (gh_work && n_threads > 1) {  // the threads' buffers summed into the first
-#pragma omp parallel for simd schedule(static) num_threads(n_threads)
-        for (int64_t x = 0; x < size; ++x)
-            for (int t = 1; t < n_threads; ++t) gh_work[x] += gh_work[t * size + x];
-    }
+    if (backward_fast_any(s, R, table, lengths, h, S, src, rowptr, gA, gR, g_lengths, gS, gh_work, n_threads)) return;
+    GAUNT_CHANNEL_DISPATCH(backward, s.channels, s, R, table, lengths, h, S, src, rowptr, deg_in, deg_out, gA, gR,
+                           g_lengths, gS, gh_work, n_threads)
 }
 
 }  // namespace
@@ -671,8 +660,8 @@ extern "C" {
 // K_in K_out] (see Coupling) are used, and gS is dL/dY [E, k_edge]; R: [E, (l3, l1), C], or NULL:
 // then table and lengths [E] are used: coefficients (table_rows = 4) or knot values and slopes
 // (table_rows = 2), in memory order table_block = 0 or the SIMD width (see Table); table_width =
-// (l3, l1) C, or that times the species with species [N] (else NULL). gh_work [threads, K_in, N, C] (any contents) or
-// NULL: dL/dh comes back in gh_work[0].
+// (l3, l1) C, or that times the species with species [N] (else NULL). gh_work [threads, K_in, N, C]
+// (zeroed) or NULL.
 #define GAUNT_DEFINE(SUFFIX, T)                                                                              \
     void gaunt_edge_conv_forward_##SUFFIX(                                                                   \
         int64_t n_edges, int64_t n_nodes, int64_t channels, int64_t k_in, int64_t k_out, int64_t l_out1,     \
