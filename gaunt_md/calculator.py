@@ -99,9 +99,9 @@ class GauntCalculator(Calculator):
             slower with ``OMP_WAIT_POLICY=PASSIVE``; ``max_batch_edges`` bounds memory); to 1024 on
             CPU with the kernels and glibc's default allocator (it maps every block of 32 MB or
             more afresh and returns it on free, so larger batches page-fault their big tensors in
-            on every call: 1000 small cells took 0.33 s in 8192-atom batches, 0.27 s in 1024-atom
-            ones; ``benchmarks/results/model_batch_malloc_default*_2026-12-04f.md``); and to 256 on
-            CPU without the kernels
+            on every call: 1000 small cells took 0.33 s in 8192-atom batches, 0.25 s in 1024-atom
+            ones; ``benchmarks/results/model_batch_omp_active_malloc_default{_8192,}_2026-12-04g.md``);
+            and to 256 on CPU without the kernels
             (larger batches were slower there: their edge tensors leave the cache;
             ``benchmarks/model_speed.py --batch [--max-batch-atoms N]``).
         skin: single-structure calls keep their neighbour list between calls, searched with
