@@ -110,7 +110,7 @@ class EdgeConvolution(nn.Module):
         # of the coupling, S[e, a, k] = T_e[(deg k, a), k], and R laid out channels-last [E, (l3, l1), C]
         self.fused = False
         self.folded = False  # radial_table holds the first layer's folded weights (kernels.enable)
-        self.register_buffer("radial_table", torch.zeros(0), persistent=False)  # [n, 4, (S) (l3, l1) C] or empty
+        self.register_buffer("radial_table", torch.zeros(0), persistent=False)  # kernels.enable's table, or empty
         self.radial_dx = 1.0
         self.register_buffer(
             "coupling_sparse", g.permute(1, 0, 2).reshape(k_edge, k_in * k_edge).contiguous(), persistent=False

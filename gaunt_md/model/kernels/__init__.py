@@ -49,15 +49,19 @@ def enable(
     """Run ``potential`` through the fused kernels on CPU; ``True`` if they could be built.
 
     ``radial_intervals > 0`` also replaces each layer's radial MLP by its cubic Hermite table on
-    ``[0, cutoff]`` with that many intervals (layout per dtype: :data:`~gaunt_md.model.kernels.edge_conv.TABLE_LAYOUTS`) (2048: radial weights within 1e-9 of the MLP,
+    ``[0, cutoff]`` with that many intervals (2048: radial weights within 1e-9 of the MLP,
     relative, for the shipped models, tests/model/test_kernels.py; energies and forces in
-    benchmarks/radial_table.py); ``0`` keeps the MLP. The
+    benchmarks/radial_table.py): knot values and slopes in float64, coefficients in float32
+    (:data:`~gaunt_md.model.kernels.edge_conv.TABLE_LAYOUTS`), in huge pages, and in the
+    register-blocked kernels' memory order (:func:`~gaunt_md.model.kernels.edge_conv.block_table`)
+    when the channels fill whole SIMD vectors. ``0`` keeps the MLP. The
     weights must be frozen (``requires_grad_(False)``): the tables are a snapshot of them. Call it
     after the last ``.to(dtype)``. Changes only this model instance, and only its eager CPU
     forward (TorchScript and CUDA keep the torch ops).
 
-    The product bases run on the exact grid with the fewest points (:func:`_grid_tables`); the
-    edge harmonics come from one C++ pass when the edge degree is at most 3.
+    The product bases run on the exact grid with the fewest points, one point of each antipodal
+    pair where the grid has them (:func:`_grid_tables`); the edge harmonics come from one C++ pass
+    when the edge degree is at most 3.
 
     ``fold_first_layer`` (with tables): the first layer's node features are the species
     embedding, so everything between it and the product basis is linear in the radial weights
