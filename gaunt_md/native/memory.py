@@ -24,7 +24,7 @@ def huge_page_empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     count = 1
     for n in shape:
         count *= int(n)
-    nbytes = count * torch.empty(0, dtype=dtype).element_size()
+    nbytes = count * dtype.itemsize
     if nbytes < HUGE_PAGE or not hasattr(mmap, "MADV_HUGEPAGE"):
         return torch.empty(shape, dtype=dtype)
     try:

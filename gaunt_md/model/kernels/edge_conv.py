@@ -107,6 +107,7 @@ def fused_edge_convolution(
         raise ValueError("give exactly one of radial= and table=")
     if table is not None and lengths is None:
         raise ValueError("table= needs lengths=")
+    width = 0  # the table's columns, S (L_A+1)(l_in+1) C
     if table is not None:
         _, width, _, block = _table_shape(table)
         if block and table.shape[2] * block != h.shape[2]:
@@ -119,7 +120,6 @@ def fused_edge_convolution(
                          f"{h.shape[0] * deg_out.numel()}")
     if species is not None:
         cols = math.isqrt(deg_out.numel()) * math.isqrt(deg_in.numel()) * h.shape[2]
-        width = 0 if table is None else _table_shape(table)[1]
         if table is None or width % cols != 0:
             raise ValueError("species= needs a table= of one set of (L_A+1)(l_in+1) C columns per species")
         if species.numel() and not 0 <= int(species.min()) <= int(species.max()) < width // cols:
@@ -178,7 +178,7 @@ def _table_shape(table: torch.Tensor) -> tuple[int, int, int, int]:
 
 def simd_lanes(dtype: torch.dtype) -> int:
     """Numbers of ``dtype`` in one 64-byte vector of the kernels (``gaunt_simd::kLanes``)."""
-    return 64 // torch.empty(0, dtype=dtype).element_size()
+    return 64 // dtype.itemsize
 
 
 def block_table(table: torch.Tensor, channels: int, n_species: int = 1, out: Optional[torch.Tensor] = None) -> torch.Tensor:

@@ -108,6 +108,35 @@ inline V<T> power_sum_slope(const V<T>* cf, int64_t nu_max, int64_t L1, int64_t 
     return dp;
 }
 
+// the backward passes' last step: dL/da[j] = sum_g Y[j, g] dL/df_j[g] for one vector of rows, with
+// dL/df_j = odd[g] where deg j is odd and even[g] else (the same array for both on a whole grid;
+// the two combinations of a pair's points on a paired one). With K known, the K sums in registers
+// (one load of dL/df per grid point), else one sum at a time.
+template <typename T, int KT>
+inline void synthesis_adjoint(const T* Y, int64_t G, int64_t k_in, const V<T>* even, const V<T>* odd, T* grad_a,
+                              int64_t R, int64_t b0, int64_t n) {
+    if (KT > 0) {
+        V<T> acc[KT > 0 ? KT : 1];
+        GAUNT_UNROLL
+        for (int j = 0; j < KT; ++j) acc[j] = V<T>{};
+        for (int64_t g = 0; g < G; ++g) {
+            const V<T> gf[2] = {even[g], odd[g]};
+            GAUNT_UNROLL
+            for (int j = 0; j < KT; ++j) acc[j] += Y[j * G + g] * gf[kParity.odd[j]];
+        }
+        GAUNT_UNROLL
+        for (int j = 0; j < KT; ++j) store_first(grad_a + j * R + b0, acc[j], n);
+        return;
+    }
+    for (int64_t j = 0; j < k_in; ++j) {
+        const T* y = Y + j * G;
+        const V<T>* gf = kParity.odd[j] ? odd : even;
+        V<T> acc = {};
+        for (int64_t g = 0; g < G; ++g) acc += y[g] * gf[g];
+        store_first(grad_a + j * R + b0, acc, n);
+    }
+}
+
 template <typename T, int KT, int LT, int NT>
 inline void load_block(const ProductShape& s, const T* a, const T* coef, int64_t b0, int64_t n, V<T>* av,
                        V<T>* cf) {
@@ -138,10 +167,7 @@ void product_forward(const ProductShape& s, const T* a, const T* coef, const T* 
                 const V<T> f = synthesis_point<T, KT>(av, Y, G, s.k_in, g);
                 GAUNT_UNROLL
                 for (int64_t l = 0; l < L1; ++l) {
-                    V<T> q = cf[(nu_max - 1) * L1 + l];  // q = P_l(f) / f = c_1 + f (c_2 + ... f c_nu)
-                    GAUNT_UNROLL
-                    for (int64_t nu = nu_max - 1; nu >= 1; --nu) q = q * f + cf[(nu - 1) * L1 + l];
-                    q *= f;
+                    const V<T> q = power_sum<T>(cf, nu_max, L1, l, f);
                     GAUNT_UNROLL
                     for (int64_t k = l * l; k < (l + 1) * (l + 1); ++k) acc[k] += Yw[k * G + g] * q;  // deg k = l
                 }
@@ -158,7 +184,6 @@ void product_backward(const ProductShape& s, const T* a, const T* coef, const T*
     const int64_t G = s.grid, L1 = LT > 0 ? LT : s.l_out1, nu_max = NT > 0 ? NT : s.nu_max, R = s.rows;
     const int64_t K_out = L1 * L1;
     const int64_t n_blocks = (R + kLanes<T> - 1) / kLanes<T>;
-    const int64_t K = KT > 0 ? KT : s.k_in;
 #pragma omp parallel num_threads(n_threads)
     {
         V<T> av[kMaxKIn], cf[kMaxCoef], go[kMaxKOut];
@@ -178,34 +203,11 @@ void product_backward(const ProductShape& s, const T* a, const T* coef, const T*
                     V<T> back = {};
                     GAUNT_UNROLL
                     for (int64_t k = l * l; k < (l + 1) * (l + 1); ++k) back += Yw[k * G + g] * go[k];
-                    V<T> dp = T(nu_max) * cf[(nu_max - 1) * L1 + l];  // P_l'(f) = sum_nu nu c_nu f^(nu-1)
-                    GAUNT_UNROLL
-                    for (int64_t nu = nu_max - 1; nu >= 1; --nu) dp = dp * f + T(nu) * cf[(nu - 1) * L1 + l];
-                    gfg += dp * back;
+                    gfg += power_sum_slope<T>(cf, nu_max, L1, l, f) * back;
                 }
                 gf[g] = gfg;
             }
-            // pass 2: dL/da[j] = sum_g Y[j, g] dL/df[g]; with K known, the K sums in registers
-            // (one load of dL/df per grid point), else one sum at a time
-            if (KT > 0) {
-                V<T> acc[KT > 0 ? KT : 1];
-                GAUNT_UNROLL
-                for (int j = 0; j < KT; ++j) acc[j] = V<T>{};
-                for (int64_t g = 0; g < G; ++g) {
-                    const V<T> gfg = gf[g];
-                    GAUNT_UNROLL
-                    for (int j = 0; j < KT; ++j) acc[j] += Y[j * G + g] * gfg;
-                }
-                GAUNT_UNROLL
-                for (int j = 0; j < KT; ++j) store_first(grad_a + j * R + b0, acc[j], n);
-            } else {
-                for (int64_t j = 0; j < K; ++j) {
-                    const T* y = Y + j * G;
-                    V<T> acc = {};
-                    for (int64_t g = 0; g < G; ++g) acc += y[g] * gf[g];
-                    store_first(grad_a + j * R + b0, acc, n);
-                }
-            }
+            synthesis_adjoint<T, KT>(Y, G, s.k_in, gf.data(), gf.data(), grad_a, R, b0, n);  // pass 2
         }
     }
 }
@@ -253,7 +255,6 @@ void product_backward_paired(const ProductShape& s, const T* a, const T* coef, c
     const int64_t G = s.grid, L1 = LT > 0 ? LT : s.l_out1, nu_max = NT > 0 ? NT : s.nu_max, R = s.rows;
     const int64_t K_out = L1 * L1;
     const int64_t n_blocks = (R + kLanes<T> - 1) / kLanes<T>;
-    const int64_t K = KT > 0 ? KT : s.k_in;
 #pragma omp parallel num_threads(n_threads)
     {
         V<T> av[kMaxKIn], cf[kMaxCoef], go[kMaxKOut];
@@ -286,26 +287,7 @@ void product_backward_paired(const ProductShape& s, const T* a, const T* coef, c
                 gf_odd[g] = gf_plus - gf_minus;
             }
             // pass 2: dL/da[j] = sum over pairs of Y[j, g] (dL/df(x_g) +- dL/df(-x_g)), by the parity of deg j
-            if (KT > 0) {
-                V<T> acc[KT > 0 ? KT : 1];
-                GAUNT_UNROLL
-                for (int j = 0; j < KT; ++j) acc[j] = V<T>{};
-                for (int64_t g = 0; g < G; ++g) {
-                    const V<T> gf[2] = {gf_even[g], gf_odd[g]};
-                    GAUNT_UNROLL
-                    for (int j = 0; j < KT; ++j) acc[j] += Y[j * G + g] * gf[kParity.odd[j]];
-                }
-                GAUNT_UNROLL
-                for (int j = 0; j < KT; ++j) store_first(grad_a + j * R + b0, acc[j], n);
-            } else {
-                for (int64_t j = 0; j < K; ++j) {
-                    const T* y = Y + j * G;
-                    const std::vector<V<T>>& gf = kParity.odd[j] ? gf_odd : gf_even;
-                    V<T> acc = {};
-                    for (int64_t g = 0; g < G; ++g) acc += y[g] * gf[g];
-                    store_first(grad_a + j * R + b0, acc, n);
-                }
-            }
+            synthesis_adjoint<T, KT>(Y, G, s.k_in, gf_even.data(), gf_odd.data(), grad_a, R, b0, n);
         }
     }
 }
